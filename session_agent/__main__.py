@@ -1,0 +1,109 @@
+"""python -m session_agent: stream one X display over WebRTC. See SPEC "Session agent"."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from aiohttp import web
+
+from . import log as agent_log
+from .config import AgentConfig, parse_args
+from .display.xserver import XServerError, XSession, can_connect
+from .media.encoder import probe
+from .server import create_app
+from .whep import restrict_ice_addresses
+
+log = logging.getLogger("session_agent")
+
+# After the display or the application is gone, /health reports why for this long, then exit.
+EXIT_GRACE_S = 5.0
+EXIT_DISPLAY_LOST = 3
+EXIT_APP_EXITED = 4
+
+
+class Fatal(Exception):
+    """Startup failed; the message is the one line the user sees."""
+
+
+async def serve(config: AgentConfig, xsession: XSession | None) -> int:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[int] = loop.create_future()
+
+    def finish(code: int) -> None:
+        if not done.done():
+            done.set_result(code)
+
+    def app_problem() -> str | None:
+        code = xsession.app_exit_code() if xsession else None
+        return None if code is None else f"the application exited with code {code}"
+
+    def display_lost(reason: str) -> None:
+        loop.call_later(EXIT_GRACE_S, finish, EXIT_DISPLAY_LOST)
+
+    try:
+        encoder = await loop.run_in_executor(None, probe, config.encoder)
+    except RuntimeError as exc:
+        raise Fatal(str(exc)) from None
+    app = create_app(config, encoder, problem=app_problem, on_display_lost=display_lost)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    try:
+        await runner.setup()
+    except Exception as exc:
+        raise Fatal(f"cannot capture display {config.display}: {exc}") from None
+    site = web.TCPSite(runner, config.host, config.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise Fatal(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, finish, 0)
+
+    async def watch_app() -> None:
+        while xsession is not None and not done.done():
+            if app_problem() is not None:
+                log.error(app_problem(), extra={"action": "app_exited"})
+                loop.call_later(EXIT_GRACE_S, finish, EXIT_APP_EXITED)
+                return
+            await asyncio.sleep(0.5)
+
+    watcher = asyncio.ensure_future(watch_app())
+    log.info("listening", extra={"action": "agent_started", "display": config.display, "encoder": encoder.name})
+    code = await done
+    watcher.cancel()
+    log.info("stopping", extra={"action": "agent_stopping"})
+    await runner.cleanup()
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    agent_log.setup("session-agent", session_id=os.environ.get("SESSION_ID"))
+    restrict_ice_addresses(config.ice_addresses)
+    xsession: XSession | None = None
+    try:
+        if config.xvfb:
+            xsession = XSession(config.display)
+            xsession.start_xvfb(config.width, config.height)
+        elif not can_connect(config.display):
+            raise Fatal(f"cannot open display {config.display}")
+        if config.launch:
+            xsession = xsession or XSession(config.display)
+            xsession.launch(config.launch)
+        return asyncio.run(serve(config, xsession))
+    except (Fatal, XServerError) as exc:
+        print(f"session_agent: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if xsession is not None:
+            xsession.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

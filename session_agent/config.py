@@ -1,0 +1,133 @@
+"""The agent's configuration: command-line flags, each with an environment variable equivalent."""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from dataclasses import dataclass
+
+ENCODERS = ("auto", "nvenc", "x264", "vp8")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    display: str = ":99"
+    port: int = 6901
+    host: str = "0.0.0.0"
+    xvfb: bool = False
+    width: int = 1920
+    height: int = 1080
+    max_width: int = 3840
+    max_height: int = 2160
+    launch: str | None = None
+    token: str | None = None
+    encoder: str = "auto"
+    max_peers: int = 8
+    max_fps: int = 60
+    bitrate_kbps: int = 8000
+    min_bitrate_kbps: int = 500
+    max_bitrate_kbps: int = 20000
+    refresh_s: float = 2.0
+    ice_addresses: tuple[str, ...] = ()
+
+
+def _size(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d{2,5})x(\d{2,5})", text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: expected WIDTHxHEIGHT, e.g. 1920x1080")
+    w, h = int(m.group(1)), int(m.group(2))
+    if not (64 <= w <= 8192 and 64 <= h <= 8192):
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: each side must be 64..8192")
+    # H.264 with 4:2:0 chroma needs even dimensions.
+    return w - w % 2, h - h % 2
+
+
+def _display(text: str) -> str:
+    if not re.fullmatch(r"[\w.\-]*:\d{1,5}(\.\d+)?", text):
+        raise argparse.ArgumentTypeError(f"invalid display {text!r}: expected e.g. :99")
+    return text
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: must be 0..65535")
+    return port
+
+
+def _positive(kind: type = int):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+        return value
+    return parse
+
+
+def _addresses(text: str) -> tuple[str, ...]:
+    return tuple(a.strip() for a in text.split(",") if a.strip())
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        self.exit(2, f"session_agent: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = _Parser(prog="python -m session_agent",
+                description="Stream one X display over WebRTC (WHEP) and inject input into it.")
+    p.add_argument("--display", type=_display, default=env("AGENT_DISPLAY", os.environ.get("DISPLAY", ":99")),
+                   help="X display to capture (AGENT_DISPLAY, default $DISPLAY or :99)")
+    p.add_argument("--port", type=_port, default=env("AGENT_PORT", "6901"), help="HTTP port (AGENT_PORT)")
+    p.add_argument("--host", default=env("AGENT_HOST", "0.0.0.0"), help="HTTP bind address (AGENT_HOST)")
+    p.add_argument("--xvfb", action="store_true", default=env("AGENT_XVFB", "") in ("1", "true", "yes"),
+                   help="start and own an Xvfb on --display (AGENT_XVFB=1)")
+    p.add_argument("--size", type=_size, default=env("AGENT_SIZE", "1920x1080"),
+                   help="initial screen size WxH (AGENT_SIZE)")
+    p.add_argument("--max-size", type=_size, default=env("AGENT_MAX_SIZE", "3840x2160"),
+                   help="largest size a client may resize to; the framebuffer of an owned Xvfb (AGENT_MAX_SIZE)")
+    p.add_argument("--launch", default=env("AGENT_LAUNCH"), help="application command to start (AGENT_LAUNCH)")
+    p.add_argument("--token", default=env("AGENT_TOKEN"), help="bearer token required for WHEP (AGENT_TOKEN)")
+    p.add_argument("--encoder", choices=ENCODERS, default=env("AGENT_ENCODER", "auto"),
+                   help="video encoder (AGENT_ENCODER)")
+    p.add_argument("--max-peers", type=_positive(), default=env("AGENT_MAX_PEERS", "8"),
+                   help="concurrent viewers (AGENT_MAX_PEERS)")
+    p.add_argument("--max-fps", type=_positive(), default=env("AGENT_MAX_FPS", "60"),
+                   help="frame rate cap while the screen changes (AGENT_MAX_FPS)")
+    p.add_argument("--bitrate", type=_positive(), default=env("AGENT_BITRATE", "8000"),
+                   help="starting video bitrate cap in kbit/s (AGENT_BITRATE)")
+    p.add_argument("--min-bitrate", type=_positive(), default=env("AGENT_MIN_BITRATE", "500"),
+                   help="lowest bitrate receivers' REMB may push the cap to, kbit/s (AGENT_MIN_BITRATE)")
+    p.add_argument("--max-bitrate", type=_positive(), default=env("AGENT_MAX_BITRATE", "20000"),
+                   help="highest bitrate cap, kbit/s (AGENT_MAX_BITRATE)")
+    p.add_argument("--refresh", type=_positive(float), default=env("AGENT_REFRESH", "2"),
+                   help="seconds between refresh frames of a static screen (AGENT_REFRESH)")
+    p.add_argument("--ice-addresses", type=_addresses, default=env("AGENT_ICE_ADDRESSES", ""),
+                   help="comma-separated local addresses for ICE host candidates; default all but loopback "
+                        "(AGENT_ICE_ADDRESSES)")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> AgentConfig:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if a.token is not None and not a.token.strip():
+        parser.error("--token must not be empty")
+    if not a.min_bitrate <= a.bitrate <= a.max_bitrate:
+        parser.error("--bitrate must lie between --min-bitrate and --max-bitrate")
+    if a.size[0] > a.max_size[0] or a.size[1] > a.max_size[1]:
+        parser.error(f"--size {a.size[0]}x{a.size[1]} exceeds --max-size {a.max_size[0]}x{a.max_size[1]}")
+    return AgentConfig(
+        display=a.display, port=a.port, host=a.host, xvfb=a.xvfb, width=a.size[0], height=a.size[1],
+        max_width=a.max_size[0], max_height=a.max_size[1], launch=a.launch or None, token=a.token,
+        encoder=a.encoder, max_peers=a.max_peers, max_fps=a.max_fps, bitrate_kbps=a.bitrate,
+        min_bitrate_kbps=a.min_bitrate, max_bitrate_kbps=a.max_bitrate, refresh_s=a.refresh,
+        ice_addresses=a.ice_addresses,
+    )

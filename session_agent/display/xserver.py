@@ -1,0 +1,137 @@
+"""The X side of a session: an owned Xvfb, the window manager, the application.
+
+Xvfb gets the largest allowed size as its framebuffer so that RandR can later resize the
+screen anywhere up to it; the current size is then set with RandR.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import time
+
+from Xlib import display as xdisplay
+
+log = logging.getLogger(__name__)
+
+
+class XServerError(Exception):
+    pass
+
+
+def can_connect(display: str) -> bool:
+    try:
+        xdisplay.Display(display).close()
+        return True
+    except Exception:
+        return False
+
+
+def _child_setup() -> None:
+    # Die with the agent, whatever kills it: no orphan X server or application.
+    import ctypes
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class XSession:
+    """Processes the agent owns on its display; stopped (TERM, then KILL) with the agent."""
+
+    def __init__(self, display: str) -> None:
+        self.display = display
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+
+    def _spawn(self, name: str, argv: list[str], **kwargs) -> subprocess.Popen:
+        env = dict(os.environ, DISPLAY=self.display)
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, preexec_fn=_child_setup,
+                                start_new_session=True, **kwargs)
+        self.procs.append((name, proc))
+        return proc
+
+    def start_xvfb(self, width: int, height: int, timeout: float = 15.0) -> None:
+        number = self.display.split(":", 1)[1].split(".")[0]
+        if os.path.exists(f"/tmp/.X11-unix/X{number}") and can_connect(self.display):
+            raise XServerError(f"display {self.display} is already in use")
+        try:
+            proc = self._spawn("xvfb", ["Xvfb", self.display, "-screen", "0", f"{width}x{height}x24",
+                                        "-nolisten", "tcp", "-noreset", "+extension", "DAMAGE",
+                                        "+extension", "RANDR", "+extension", "XFIXES"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        except FileNotFoundError:
+            raise XServerError("Xvfb is not installed (Debian package xvfb)") from None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace").strip().splitlines() if proc.stderr else []
+                raise XServerError(f"Xvfb {self.display} exited: {err[-1] if err else proc.returncode}")
+            if can_connect(self.display):
+                proc.stderr.close()
+                return
+            time.sleep(0.05)
+        raise XServerError(f"Xvfb {self.display} did not start within {timeout:.0f}s")
+
+    def launch(self, command: str) -> None:
+        """A window manager that keeps the application maximized, then the application."""
+        try:
+            self._spawn("wm", ["openbox", "--config-file", _openbox_config()],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except FileNotFoundError:
+            log.warning("openbox not found: the application window will not be maximized",
+                        extra={"action": "launch"})
+        try:
+            argv = shlex.split(command)
+            self._spawn("app", argv)
+        except (FileNotFoundError, ValueError) as exc:
+            raise XServerError(f"cannot launch {command!r}: {exc}") from None
+
+    def app_exit_code(self) -> int | None:
+        for name, proc in self.procs:
+            if name == "app":
+                return proc.poll()
+        return None
+
+    def stop(self, grace: float = 3.0) -> None:
+        # The application first (it may want the X server to save), the X server last.
+        for _name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + grace
+        for _name, proc in reversed(self.procs):
+            try:
+                proc.wait(max(deadline - time.monotonic(), 0.01))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+        self.procs.clear()
+
+
+_OPENBOX_RC = """<?xml version="1.0" encoding="UTF-8"?>
+<openbox_config xmlns="http://openbox.org/3.4/rc">
+  <applications>
+    <application class="*" type="normal">
+      <decor>no</decor>
+      <maximized>yes</maximized>
+    </application>
+  </applications>
+  <desktops><number>1</number></desktops>
+  <margins><top>0</top><bottom>0</bottom><left>0</left><right>0</right></margins>
+</openbox_config>
+"""
+
+
+def _openbox_config() -> str:
+    """Every normal window maximized and undecorated: the stream is the application."""
+    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"agent-openbox-{os.getuid()}.xml")
+    if not os.path.exists(path):
+        tmp = f"{path}.{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(_OPENBOX_RC)
+        os.replace(tmp, path)
+    return path

@@ -1,0 +1,249 @@
+"""Capture → colour conversion → encode, on a thread of its own, once for every peer.
+
+The thread sleeps until the screen changes (XDamage), a keyframe is wanted, or a periodic
+refresh is due. It always encodes the newest screen content: while it works, further damage
+just marks the screen dirty again, so latency never piles up in a queue. Packets go to the
+asyncio loop with call_soon_threadsafe and from there to every subscribed track.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Callable
+
+import av
+
+from .bitrate import BitrateController
+from .capture import DisplayGone, ScreenCapture
+from .damage import ScreenWatcher
+from .encoder import TIME_BASE, VP8, EncoderKind, VideoEncoder
+
+log = logging.getLogger(__name__)
+
+# Frames encoded after the last change: clients whose jitter buffer releases a frame only when
+# the next one starts (aiortc's) see the final picture, and a VBV-starved keyframe gets refined.
+SETTLE_FRAMES = 2
+# Keyframe requests (PLI/FIR from every peer, joins) closer together than this share one.
+KEYFRAME_DEBOUNCE_S = 0.25
+
+Subscriber = Callable[[av.Packet], None]
+
+
+class MediaPipeline:
+    def __init__(self, display: str, h264: EncoderKind, *, max_fps: int, refresh_s: float,
+                 bitrate: BitrateController, metrics, on_display_lost: Callable[[str], None]) -> None:
+        self.display = display
+        self.h264 = h264
+        self.min_interval = 1.0 / max_fps
+        self.refresh_s = refresh_s
+        self.bitrate = bitrate
+        self.metrics = metrics
+        self._on_display_lost = on_display_lost
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._cond = threading.Condition()
+        self._stop = False
+        self._dirty = True
+        self._keyframe_wanted = False
+        self._keyframe_allowed_at = 0.0
+        self._size = (0, 0)
+        self._subscribers: dict[str, set[Subscriber]] = {}   # codec → callbacks, loop thread only
+        self._codecs: frozenset[str] = frozenset()             # what the encode thread serves
+        self._watcher = ScreenWatcher(display, self._mark_dirty, self._resized, self._lost)
+        self._thread: threading.Thread | None = None
+        self.error: str | None = None
+
+    # -- lifecycle (loop thread) ----------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Raises when the display cannot be opened."""
+        self._loop = loop
+        self._size = self._watcher.start()
+        self.metrics.bitrate_cap.set(self.bitrate.current_kbps)
+        self._thread = threading.Thread(target=self._run, name="encoder", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self._watcher.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self._size
+
+    def encoder_for(self, codec: str) -> str:
+        return self.h264.name if codec == "h264" else VP8.name
+
+    # -- peers (loop thread) --------------------------------------------------------------
+
+    def subscribe(self, codec: str, callback: Subscriber) -> None:
+        self._subscribers.setdefault(codec, set()).add(callback)
+        self._set_codecs()
+        self.request_keyframe()
+
+    def unsubscribe(self, codec: str, callback: Subscriber) -> None:
+        subs = self._subscribers.get(codec)
+        if subs is not None:
+            subs.discard(callback)
+            if not subs:
+                del self._subscribers[codec]
+        self._set_codecs()
+
+    def _set_codecs(self) -> None:
+        with self._cond:
+            self._codecs = frozenset(self._subscribers)
+            self._cond.notify()
+
+    def request_keyframe(self) -> None:
+        with self._cond:
+            self._keyframe_wanted = True
+            self._cond.notify()
+
+    def report_bandwidth(self, peer: str, bps: int) -> None:
+        self.bitrate.report(peer, bps)
+
+    def forget_peer(self, peer: str) -> None:
+        self.bitrate.forget(peer)
+
+    def _publish(self, codec: str, packets: list[av.Packet]) -> None:
+        for packet in packets:
+            for callback in list(self._subscribers.get(codec, ())):
+                callback(packet)
+
+    # -- X events (watcher thread) --------------------------------------------------------
+
+    def _mark_dirty(self) -> None:
+        with self._cond:
+            self._dirty = True
+            self._cond.notify()
+
+    def _resized(self, width: int, height: int) -> None:
+        with self._cond:
+            self._size = (width - width % 2, height - height % 2)
+            self._dirty = True
+            self._cond.notify()
+
+    def _lost(self, reason: str) -> None:
+        if self.error is None:
+            self.error = reason
+            log.error("display lost", extra={"action": "display_lost", "reason": reason})
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._on_display_lost, reason)
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+
+    # -- the encode thread ----------------------------------------------------------------
+
+    def _next_job(self, state: dict) -> tuple[bool, bool, frozenset[str]] | None:
+        """Wait for work; returns (capture, keyframe, codecs) or None to stop. Holds the lock."""
+        with self._cond:
+            while not self._stop:
+                now = time.monotonic()
+                if not self._codecs:
+                    self._cond.wait()
+                    continue
+                settle_due = state["settle"] > 0 and now >= state["settle_at"]
+                key_due = self._keyframe_wanted and now >= self._keyframe_allowed_at
+                refresh_due = now >= state["last"] + self.refresh_s
+                if self._dirty or settle_due or key_due or refresh_due:
+                    wait = state["last"] + self.min_interval - now
+                    if wait <= 0:
+                        capture = self._dirty or settle_due or refresh_due
+                        changed = self._dirty
+                        self._dirty = False
+                        if key_due:
+                            self._keyframe_wanted = False
+                            self._keyframe_allowed_at = now + KEYFRAME_DEBOUNCE_S
+                        state["changed"] = changed
+                        return capture or key_due, key_due, self._codecs
+                else:
+                    deadlines = [state["last"] + self.refresh_s]
+                    if state["settle"] > 0:
+                        deadlines.append(state["settle_at"])
+                    if self._keyframe_wanted:
+                        deadlines.append(self._keyframe_allowed_at)
+                    wait = min(deadlines) - now
+                self._cond.wait(max(wait, 0.001))
+        return None
+
+    def _run(self) -> None:
+        capture = ScreenCapture(self.display)
+        encoders: dict[str, VideoEncoder] = {}
+        converted: dict[str, av.VideoFrame] = {}
+        state = {"last": 0.0, "settle": 0, "settle_at": 0.0, "changed": False}
+        t0 = time.monotonic()
+        last_pts = -1
+        try:
+            while (job := self._next_job(state)) is not None:
+                grab, keyframe, codecs = job
+                started = time.monotonic()
+                width, height = self._size
+                if grab or not converted:
+                    # One grab; converted once per pixel format and shared by the encoders.
+                    pix_fmt = "bgr0" if self.h264.pix_fmt == "bgr0" and codecs == {"h264"} else "bgra"
+                    frame = capture.grab(width, height, pix_fmt)
+                    self.metrics.frames_captured.inc()
+                    converted = {}
+                cap = self._apply_bitrate(encoders, started)
+                pts = max(int((started - t0) * 90000), last_pts + 1)
+                last_pts = pts
+                for codec in codecs:
+                    kind = self.h264 if codec == "h264" else VP8
+                    encoder = encoders.get(codec)
+                    if encoder is None:
+                        encoder = encoders[codec] = VideoEncoder(kind, cap)
+                        keyframe = True
+                    src = converted.get(kind.pix_fmt)
+                    if src is None:
+                        src = frame if frame.format.name == kind.pix_fmt else frame.reformat(format=kind.pix_fmt)
+                        converted[kind.pix_fmt] = src
+                    src.pts = pts
+                    src.time_base = TIME_BASE
+                    packets = self._encode(encoder, src, keyframe, codec)
+                    if packets and self._loop is not None:
+                        self._loop.call_soon_threadsafe(self._publish, codec, packets)
+                for codec in set(encoders) - codecs:  # no viewer left for this codec
+                    encoders.pop(codec).close()
+                finished = time.monotonic()
+                self.metrics.encode_seconds.observe(finished - started)
+                state["last"] = finished
+                if state["changed"]:
+                    state["settle"] = SETTLE_FRAMES
+                elif state["settle"] > 0:
+                    state["settle"] -= 1
+                state["settle_at"] = finished + self.min_interval
+        except DisplayGone as exc:
+            self._lost(str(exc))
+        except Exception:
+            log.exception("encode loop failed", extra={"action": "encode_failed"})
+            self._lost("the encoder failed; see the agent log")
+        finally:
+            capture.close()
+            for encoder in encoders.values():
+                encoder.close()
+
+    def _apply_bitrate(self, encoders: dict[str, VideoEncoder], now: float) -> int:
+        new = self.bitrate.update(now)
+        if new is not None:
+            for encoder in encoders.values():
+                encoder.set_bitrate(new)
+            self.metrics.bitrate_cap.set(new)
+            log.info("bitrate cap changed", extra={"action": "bitrate", "bitrate_kbps": new})
+        return self.bitrate.current_kbps
+
+    def _encode(self, encoder: VideoEncoder, frame: av.VideoFrame, keyframe: bool, codec: str) -> list[av.Packet]:
+        packets = encoder.encode(frame, keyframe)
+        now = time.monotonic()
+        for packet in packets:
+            self.bitrate.sent(now, packet.size)
+            self.metrics.frames_encoded.labels(codec).inc()
+            self.metrics.bytes_encoded.labels(codec).inc(packet.size)
+            if packet.is_keyframe:
+                self.metrics.keyframes.labels(codec).inc()
+        return packets

@@ -1,0 +1,26 @@
+"""Prometheus metrics of one agent, in a registry of its own (several agents may share a process in tests)."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class AgentMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.frames_captured = Counter("agent_frames_captured_total", "Screen captures taken", registry=r)
+        self.frames_encoded = Counter("agent_frames_encoded_total", "Frames encoded", ["codec"], registry=r)
+        self.keyframes = Counter("agent_keyframes_total", "Keyframes encoded", ["codec"], registry=r)
+        self.frames_sent = Counter("agent_frames_sent_total", "Encoded frames handed to peers", registry=r)
+        self.frames_dropped = Counter("agent_frames_dropped_total",
+                                      "Frames a lagging peer skipped (it resumes at a keyframe)", registry=r)
+        self.bytes_encoded = Counter("agent_video_bytes_total", "Encoded video bytes", ["codec"], registry=r)
+        self.encode_seconds = Histogram(
+            "agent_encode_seconds", "Capture, colour conversion and encode time per frame",
+            buckets=(0.002, 0.004, 0.006, 0.008, 0.012, 0.016, 0.024, 0.033, 0.05, 0.1, 0.25), registry=r)
+        self.bitrate_cap = Gauge("agent_bitrate_cap_kbps", "Current encoder bitrate cap", registry=r)
+        self.peers = Gauge("agent_peers", "Connected WebRTC peers", registry=r)
+        self.rtt = Gauge("agent_peer_rtt_seconds", "Round-trip time reported by each peer's RTCP",
+                         ["peer"], registry=r)
+        self.whep_requests = Counter("agent_whep_requests_total", "WHEP requests by result",
+                                     ["status"], registry=r)

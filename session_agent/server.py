@@ -1,0 +1,190 @@
+"""The agent's HTTP side: WHEP signaling, /health, /metrics (aiohttp application factory)."""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from typing import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .config import AgentConfig
+from .input.session import InputSession
+from .media.bitrate import BitrateController
+from .media.encoder import EncoderKind
+from .media.negotiation import OfferError
+from .media.pipeline import MediaPipeline
+from .metrics import AgentMetrics
+from .whep import PeerLimit, PeerManager
+
+log = logging.getLogger(__name__)
+
+MAX_OFFER_BYTES = 64 * 1024
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
+    "Access-Control-Expose-Headers": "Location, Link, ETag, Content-Type",
+    "Access-Control-Max-Age": "600",
+}
+
+PIPELINE = web.AppKey("pipeline", MediaPipeline)
+PEERS = web.AppKey("peers", PeerManager)
+METRICS = web.AppKey("metrics", AgentMetrics)
+CONFIG = web.AppKey("config", AgentConfig)
+PROBLEM = web.AppKey("problem", Callable[[], "str | None"])
+
+
+def _error(status: int, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers={**CORS, **headers})
+
+
+@web.middleware
+async def _cors_and_errors(request: web.Request, handler):
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and exc.content_type != "application/json":
+            return _error(exc.status, exc.reason, **{k: v for k, v in exc.headers.items() if k == "Allow"})
+        raise
+    if request.path.startswith("/whep"):
+        response.headers.update({k: v for k, v in CORS.items() if k not in response.headers})
+    return response
+
+
+def _authorized(request: web.Request) -> bool:
+    token = request.app[CONFIG].token
+    if token is None:
+        return True
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+
+
+def _unauthorized() -> web.Response:
+    return _error(401, "missing or invalid bearer token", **{"WWW-Authenticate": 'Bearer realm="whep"'})
+
+
+async def whep_post(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
+    if not _authorized(request):
+        metrics.whep_requests.labels("401").inc()
+        return _unauthorized()
+    if request.content_type != "application/sdp":
+        metrics.whep_requests.labels("415").inc()
+        return _error(415, "Content-Type must be application/sdp")
+    problem = request.app[PROBLEM]()
+    if problem is not None:
+        metrics.whep_requests.labels("503").inc()
+        return _error(503, problem)
+    if request.content_length is not None and request.content_length > MAX_OFFER_BYTES:
+        metrics.whep_requests.labels("413").inc()
+        return _error(413, f"offer larger than {MAX_OFFER_BYTES} bytes")
+    try:
+        body = (await request.content.read(MAX_OFFER_BYTES + 1)).decode("utf-8")
+    except UnicodeDecodeError:
+        metrics.whep_requests.labels("400").inc()
+        return _error(400, "offer is not UTF-8 text")
+    if len(body) > MAX_OFFER_BYTES:
+        metrics.whep_requests.labels("413").inc()
+        return _error(413, f"offer larger than {MAX_OFFER_BYTES} bytes")
+    try:
+        peer_id, answer = await request.app[PEERS].create(body)
+    except OfferError as exc:
+        metrics.whep_requests.labels("400").inc()
+        return _error(400, str(exc))
+    except PeerLimit as exc:
+        metrics.whep_requests.labels("503").inc()
+        return _error(503, str(exc), **{"Retry-After": "5"})
+    metrics.whep_requests.labels("201").inc()
+    return web.Response(status=201, text=answer, content_type="application/sdp",
+                        headers={"Location": f"/whep/{peer_id}", "ETag": f'"{peer_id}"'})
+
+
+async def whep_delete(request: web.Request) -> web.Response:
+    if not _authorized(request):
+        return _unauthorized()
+    if not await request.app[PEERS].delete(request.match_info["peer"]):
+        return _error(404, "unknown peer")
+    return web.json_response({"status": "deleted"})
+
+
+async def whep_patch(request: web.Request) -> web.Response:
+    if not _authorized(request):
+        return _unauthorized()
+    if request.match_info["peer"] not in request.app[PEERS].peers:
+        return _error(404, "unknown peer")
+    return _error(405, "trickle ICE is not supported: send every candidate in the offer",
+                  Allow="DELETE, OPTIONS")
+
+
+async def whep_options(request: web.Request) -> web.Response:
+    return web.Response(status=204, headers={**CORS, "Accept-Post": "application/sdp"})
+
+
+async def health(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    pipeline = request.app[PIPELINE]
+    problem = request.app[PROBLEM]()
+    if problem is not None:
+        return web.json_response({"status": "error", "reason": problem, "display": config.display},
+                                 status=503)
+    width, height = pipeline.size
+    return web.json_response({"status": "ok", "display": config.display, "encoder": pipeline.h264.name,
+                              "peers": len(request.app[PEERS].peers), "width": width, "height": height})
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    if not _authorized(request):
+        return _unauthorized()
+    await request.app[PEERS].update_stats()
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_app(config: AgentConfig, encoder: EncoderKind, *, channel_factory=None,
+               problem: Callable[[], str | None] = lambda: None,
+               on_display_lost: Callable[[str], None] = lambda reason: None) -> web.Application:
+    """The agent's web application; the capture pipeline starts and stops with it.
+
+    `problem` names anything outside the pipeline that makes the agent unhealthy (the launched
+    application has exited); `on_display_lost` runs on the loop when the X server goes away.
+    """
+    app = web.Application(middlewares=[_cors_and_errors], client_max_size=MAX_OFFER_BYTES)
+    metrics = AgentMetrics()
+    app[CONFIG] = config
+    app[METRICS] = metrics
+    bitrate = BitrateController(config.bitrate_kbps, config.min_bitrate_kbps, config.max_bitrate_kbps)
+
+    def display_lost(reason: str) -> None:
+        asyncio.ensure_future(app[PEERS].close())
+        on_display_lost(reason)
+
+    pipeline = MediaPipeline(config.display, encoder, max_fps=config.max_fps, refresh_s=config.refresh_s,
+                             bitrate=bitrate, metrics=metrics, on_display_lost=display_lost)
+    app[PIPELINE] = pipeline
+    app[PROBLEM] = lambda: pipeline.error or problem()
+    # X input, clipboard, cursor and resize, shared by every peer's `input` data channel
+    input_session = InputSession(config.display, max_size=(config.max_width, config.max_height))
+    app[PEERS] = PeerManager(pipeline, metrics, max_peers=config.max_peers,
+                             prefer="vp8" if config.encoder == "vp8" else "h264",
+                             channel_factory=channel_factory or input_session.channel)
+
+    async def lifecycle(app: web.Application):
+        pipeline.start(asyncio.get_running_loop())
+        await input_session.start()
+        yield
+        await app[PEERS].close()
+        await input_session.stop()
+        await asyncio.get_running_loop().run_in_executor(None, pipeline.stop)
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_post("/whep", whep_post)
+    app.router.add_options("/whep", whep_options)
+    app.router.add_delete("/whep/{peer}", whep_delete)
+    app.router.add_patch("/whep/{peer}", whep_patch)
+    app.router.add_options("/whep/{peer}", whep_options)
+    return app

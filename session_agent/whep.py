@@ -1,0 +1,165 @@
+"""WHEP peers: one RTCPeerConnection per viewer, all fed by the shared encoder."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import aioice.ice
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket, unpack_remb_fci
+
+from .input.channel import InputChannel
+from .media.negotiation import OfferError, choose_codec, codec_preferences, validate_offer, video_codecs
+from .media.pipeline import MediaPipeline
+from .media.track import EncodedVideoTrack
+
+log = logging.getLogger(__name__)
+
+ChannelFactory = Callable[[Callable[[dict[str, Any]], None]], InputChannel]
+
+
+class PeerLimit(Exception):
+    pass
+
+
+@dataclass
+class Peer:
+    id: str
+    pc: RTCPeerConnection
+    track: EncodedVideoTrack
+    channels: list[InputChannel] = field(default_factory=list)
+
+
+def restrict_ice_addresses(addresses: tuple[str, ...]) -> None:
+    """Gather ICE host candidates on these addresses only (aioice has no setting for it)."""
+    if addresses:
+        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: list(addresses)
+
+
+class PeerManager:
+    def __init__(self, pipeline: MediaPipeline, metrics, *, max_peers: int, prefer: str,
+                 channel_factory: ChannelFactory = InputChannel) -> None:
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.max_peers = max_peers
+        self.prefer = prefer
+        self.channel_factory = channel_factory
+        self.peers: dict[str, Peer] = {}
+        self._pending = 0  # offers being answered count against the limit too
+
+    async def create(self, offer_sdp: str) -> tuple[str, str]:
+        """Answer an offer; returns (peer id, answer SDP). Raises OfferError or PeerLimit."""
+        validate_offer(offer_sdp)
+        codecs = video_codecs(offer_sdp)
+        chosen = choose_codec(codecs, self.prefer)
+        if len(self.peers) + self._pending >= self.max_peers:
+            raise PeerLimit(f"at most {self.max_peers} viewers")
+        self._pending += 1
+        started = time.monotonic()
+        peer_id = secrets.token_urlsafe(12)
+        pc = RTCPeerConnection()
+        track: EncodedVideoTrack | None = None
+        try:
+            track = EncodedVideoTrack(self.pipeline, chosen.name, self.metrics)
+            transceiver = pc.addTransceiver(track, direction="sendonly")
+            transceiver.setCodecPreferences(codec_preferences(chosen.name))
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            except Exception as exc:  # aiortc raises ValueError/OperationError/… for bad SDP
+                raise OfferError(f"offer rejected: {exc}") from exc
+            peer = Peer(peer_id, pc, track)
+            self._hook_rtcp(peer_id, transceiver.sender)
+            pc.on("datachannel", lambda channel: self._on_datachannel(peer, channel))
+            pc.on("connectionstatechange", lambda: self._on_state(peer))
+            await pc.setLocalDescription(await pc.createAnswer())
+        except BaseException:
+            if track is not None:
+                track.stop()
+            await pc.close()
+            raise
+        finally:
+            self._pending -= 1
+        self.peers[peer_id] = peer
+        self.metrics.peers.set(len(self.peers))
+        log.info("peer connected", extra={"action": "peer_created", "peer": peer_id,
+                                          "encoder": self.pipeline.encoder_for(chosen.name),
+                                          "duration_ms": round((time.monotonic() - started) * 1000, 1)})
+        return peer_id, pc.localDescription.sdp
+
+    def _hook_rtcp(self, peer_id: str, sender: RTCRtpSender) -> None:
+        """Route PLI/FIR and REMB to the shared encoder: aiortc ignores them for packets it did not encode."""
+        original = sender._handle_rtcp_packet
+        pipeline = self.pipeline
+
+        async def handle(packet) -> None:
+            if isinstance(packet, RtcpPsfbPacket):
+                if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+                    pipeline.request_keyframe()
+                elif packet.fmt == RTCP_PSFB_APP:
+                    try:
+                        bitrate, _ = unpack_remb_fci(packet.fci)
+                        pipeline.report_bandwidth(peer_id, bitrate)
+                    except ValueError:
+                        pass
+            await original(packet)
+
+        sender._handle_rtcp_packet = handle
+
+    def _on_datachannel(self, peer: Peer, channel) -> None:
+        if channel.label != "input":
+            return
+
+        def send(message: dict[str, Any]) -> None:
+            if channel.readyState == "open":
+                channel.send(_json(message))
+
+        handler = self.channel_factory(send)
+        peer.channels.append(handler)
+        channel.on("message", handler.on_message)
+        channel.on("close", handler.close)
+
+    def _on_state(self, peer: Peer) -> None:
+        if peer.pc.connectionState in ("failed", "closed") and peer.id in self.peers:
+            asyncio.ensure_future(self.delete(peer.id, reason=peer.pc.connectionState))
+
+    async def delete(self, peer_id: str, reason: str = "deleted") -> bool:
+        peer = self.peers.pop(peer_id, None)
+        if peer is None:
+            return False
+        self.metrics.peers.set(len(self.peers))
+        self.pipeline.forget_peer(peer_id)
+        try:
+            self.metrics.rtt.remove(peer_id)
+        except KeyError:
+            pass
+        for handler in peer.channels:
+            handler.close()  # release whatever this viewer still held down
+        peer.track.stop()
+        await peer.pc.close()
+        log.info("peer gone", extra={"action": "peer_deleted", "peer": peer_id, "reason": reason})
+        return True
+
+    async def close(self) -> None:
+        await asyncio.gather(*(self.delete(pid, reason="shutdown") for pid in list(self.peers)))
+
+    async def update_stats(self) -> None:
+        """Per-peer RTT from RTCP receiver reports, for /metrics."""
+        for peer_id, peer in list(self.peers.items()):
+            for sender in peer.pc.getSenders():
+                try:
+                    report = await sender.getStats()
+                except Exception:
+                    continue
+                for stat in report.values():
+                    if stat.type == "remote-inbound-rtp" and stat.roundTripTime is not None:
+                        self.metrics.rtt.labels(peer_id).set(stat.roundTripTime)
+
+
+def _json(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"))

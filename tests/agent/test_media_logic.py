@@ -1,0 +1,135 @@
+"""Pure pieces of the media path: codec choice, encoder settings, bitrate control, config."""
+from __future__ import annotations
+
+import av
+import pytest
+
+from session_agent.config import parse_args
+from session_agent.media.bitrate import BitrateController
+from session_agent.media.encoder import NVENC, VP8, X264, VideoEncoder, encoder_options, probe
+from session_agent.media.negotiation import (OfferError, choose_codec, codec_preferences, validate_offer,
+                                             video_codecs)
+
+OFFER = "\r\n".join([
+    "v=0", "o=- 1 1 IN IP4 0.0.0.0", "s=-", "t=0 0",
+    "m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 103 104",
+    "a=ice-ufrag:abcd", "a=ice-pwd:efghijklmnopqrstuvwxyz01", "a=fingerprint:sha-256 00:11",
+    "a=rtpmap:96 VP8/90000", "a=rtpmap:97 rtx/90000", "a=fmtp:97 apt=96",
+    "a=rtpmap:102 H264/90000",
+    "a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+    "a=rtpmap:103 rtx/90000", "a=fmtp:103 apt=102",
+    "a=rtpmap:104 H264/90000", "a=fmtp:104 packetization-mode=1;profile-level-id=640032", ""])
+
+
+def test_offered_codecs_in_order():
+    codecs = video_codecs(OFFER)
+    assert [(c.payload_type, c.name) for c in codecs] == [(96, "vp8"), (97, "rtx"), (102, "h264"), (103, "rtx"),
+                                                           (104, "h264")]
+    assert codecs[2].fmtp["profile-level-id"] == "42e01f"
+
+
+def test_h264_preferred_over_vp8_listed_first():
+    assert choose_codec(video_codecs(OFFER), "h264").payload_type == 102
+
+
+def test_vp8_when_asked_or_when_no_usable_h264():
+    assert choose_codec(video_codecs(OFFER), "vp8").name == "vp8"
+    high_only = OFFER.replace("profile-level-id=42e01f", "profile-level-id=640032")
+    assert choose_codec(video_codecs(high_only), "h264").name == "vp8"
+    mode0 = OFFER.replace("packetization-mode=1", "packetization-mode=0")
+    assert choose_codec(video_codecs(mode0), "h264").name == "vp8"
+
+
+def test_no_common_codec_is_an_offer_error():
+    with pytest.raises(OfferError, match="H.264"):
+        choose_codec(video_codecs(OFFER.replace("VP8", "VP9").replace("H264", "AV1")), "h264")
+
+
+def test_preferences_name_one_codec_and_rtx():
+    prefs = codec_preferences("h264")
+    assert {c.mimeType for c in prefs} == {"video/H264", "video/rtx"}
+    assert prefs[0].parameters["profile-level-id"] == "42e01f"
+    assert {c.mimeType for c in codec_preferences("vp8")} == {"video/VP8", "video/rtx"}
+
+
+@pytest.mark.parametrize("sdp, reason", [
+    ("", "empty"), ("hello", "not SDP"), ("v=0\r\ns=-\r\n", "no video"),
+    ("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n", "ICE credentials"),
+])
+def test_validate_offer_reasons(sdp, reason):
+    with pytest.raises(OfferError, match=reason):
+        validate_offer(sdp)
+
+
+def test_x264_settings_are_low_latency():
+    opts = encoder_options(X264, 6000)
+    assert opts["preset"] == "ultrafast" and opts["tune"] == "zerolatency"
+    params = dict(p.split("=") for p in opts["x264-params"].split(":"))
+    assert params["bframes"] == "0" and params["keyint"] == "infinite"
+    assert params["vbv-maxrate"] == "6000" and params["vbv-bufsize"] == "200"  # one frame at 30 fps
+    assert encoder_options(NVENC, 6000)["bf"] == "0"
+    assert encoder_options(VP8, 6000)["lag-in-frames"] == "0"
+
+
+def test_probe_falls_back_to_x264_without_a_usable_nvenc():
+    # No NVIDIA driver here: opening h264_nvenc fails, and the probe says so and moves on.
+    assert probe("auto") is X264
+    assert probe("x264") is X264
+    assert probe("vp8") is VP8
+    with pytest.raises(RuntimeError, match="NVENC is not usable"):
+        probe("nvenc")
+
+
+def _frame(w: int, h: int, luma: int) -> av.VideoFrame:
+    frame = av.VideoFrame(w, h, "yuv420p")
+    for plane in frame.planes:
+        plane.update(bytes([luma]) * plane.buffer_size)
+    return frame
+
+
+@pytest.mark.parametrize("kind", [X264, VP8])
+def test_encoder_keyframes_on_request_and_on_size_change(kind):
+    enc = VideoEncoder(kind, 4000)
+    keys = []
+    for i, (size, key) in enumerate([((320, 240), False), ((320, 240), False), ((320, 240), True),
+                                      ((320, 240), False), ((480, 320), False)]):
+        frame = _frame(*size, 40 + i * 30)
+        frame.pts = i * 3000
+        keys.append([p.is_keyframe for p in enc.encode(frame, key)])
+    assert keys == [[True], [False], [True], [False], [True]]
+
+
+def test_bitrate_follows_the_slowest_receiver_within_bounds():
+    c = BitrateController(8000, 1000, 12000)
+    c.sent(0.0, 3_000_000)  # ~12 Mbit/s over the window: we really use the link
+    c.report("a", 6_000_000)
+    c.report("b", 4_000_000)
+    assert c.update(1.0) == 4000
+    assert c.update(1.5) is None                      # no change without a new estimate
+    c.report("b", 4_200_000)
+    assert c.update(10.0) is None                     # within the hysteresis
+    c.report("b", 100_000)
+    c.sent(11.0, 500_000)
+    assert c.update(11.5) == 1000                     # clamped to the floor
+    c.forget("b")
+    c.report("a", 50_000_000)
+    assert c.update(20.0) == 12000                    # and to the ceiling
+
+
+def test_a_low_estimate_of_an_idle_link_does_not_lower_the_cap():
+    c = BitrateController(8000, 500, 20000)
+    c.sent(0.0, 10_000)   # a static screen sends next to nothing
+    c.report("a", 300_000)
+    assert c.update(1.0) is None
+    assert c.current_kbps == 8000
+
+
+def test_config_env_equivalents(monkeypatch):
+    monkeypatch.setenv("AGENT_TOKEN", "secret")
+    monkeypatch.setenv("AGENT_SIZE", "1281x721")
+    monkeypatch.setenv("AGENT_ICE_ADDRESSES", "127.0.0.1, ::1")
+    config = parse_args([])
+    assert config.token == "secret"
+    assert (config.width, config.height) == (1280, 720)  # evened for 4:2:0
+    assert config.ice_addresses == ("127.0.0.1", "::1")
+    assert parse_args(["--token", "flag"]).token == "flag"
