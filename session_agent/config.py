@@ -25,7 +25,7 @@ class AgentConfig:
     max_peers: int = 8
     max_fps: int = 60
     bitrate_kbps: int = 8000
-    min_bitrate_kbps: int = 500
+    min_bitrate_kbps: int = 1000
     max_bitrate_kbps: int = 20000
     refresh_s: float = 2.0
     ice_addresses: tuple[str, ...] = ()
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frame rate cap while the screen changes (AGENT_MAX_FPS)")
     p.add_argument("--bitrate", type=_positive(), default=env("AGENT_BITRATE", "8000"),
                    help="starting video bitrate cap in kbit/s (AGENT_BITRATE)")
-    p.add_argument("--min-bitrate", type=_positive(), default=env("AGENT_MIN_BITRATE", "500"),
+    p.add_argument("--min-bitrate", type=_positive(), default=env("AGENT_MIN_BITRATE", "1000"),
                    help="lowest bitrate receivers' REMB may push the cap to, kbit/s (AGENT_MIN_BITRATE)")
     p.add_argument("--max-bitrate", type=_positive(), default=env("AGENT_MAX_BITRATE", "20000"),
                    help="highest bitrate cap, kbit/s (AGENT_MAX_BITRATE)")

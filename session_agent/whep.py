@@ -44,7 +44,7 @@ def restrict_ice_addresses(addresses: tuple[str, ...]) -> None:
 
 class PeerManager:
     def __init__(self, pipeline: MediaPipeline, metrics, *, max_peers: int, prefer: str,
-                 channel_factory: ChannelFactory = InputChannel) -> None:
+                 channel_factory: ChannelFactory) -> None:
         self.pipeline = pipeline
         self.metrics = metrics
         self.max_peers = max_peers

@@ -14,6 +14,9 @@ import time
 
 from Xlib import display as xdisplay
 
+from .randr import set_screen_size
+from .windows import has_window_manager
+
 log = logging.getLogger(__name__)
 
 
@@ -49,7 +52,12 @@ class XSession:
         self.procs.append((name, proc))
         return proc
 
-    def start_xvfb(self, width: int, height: int, timeout: float = 15.0) -> None:
+    def start_xvfb(self, size: tuple[int, int], max_size: tuple[int, int], timeout: float = 15.0) -> None:
+        """Xvfb with the largest size as its framebuffer, then the screen set to `size` by RandR."""
+        self._start_xvfb(*max_size, timeout=timeout)
+        set_screen_size(self.display, *size, limit=max_size)
+
+    def _start_xvfb(self, width: int, height: int, timeout: float) -> None:
         number = self.display.split(":", 1)[1].split(".")[0]
         if os.path.exists(f"/tmp/.X11-unix/X{number}") and can_connect(self.display):
             raise XServerError(f"display {self.display} is already in use")
@@ -76,6 +84,7 @@ class XSession:
         try:
             self._spawn("wm", ["openbox", "--config-file", _openbox_config()],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self._wait_for_window_manager()
         except FileNotFoundError:
             log.warning("openbox not found: the application window will not be maximized",
                         extra={"action": "launch"})
@@ -84,6 +93,16 @@ class XSession:
             self._spawn("app", argv)
         except (FileNotFoundError, ValueError) as exc:
             raise XServerError(f"cannot launch {command!r}: {exc}") from None
+
+    def _wait_for_window_manager(self, timeout: float = 10.0) -> None:
+        """A window mapped before openbox manages the screen may miss the maximize rule."""
+        conn = xdisplay.Display(self.display)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and not has_window_manager(conn):
+                time.sleep(0.05)
+        finally:
+            conn.close()
 
     def app_exit_code(self) -> int | None:
         for name, proc in self.procs:

@@ -1,63 +1,66 @@
 """The shared encoder's bitrate cap from receivers' REMB estimates (pure logic).
 
 One encode serves every peer, so the cap follows the slowest receiver, within configured
-bounds. A change-driven stream is often far below any cap, and delay-based estimators then
-report a low figure that only means "not probed yet": an estimate lowers the cap only while
-we actually send close to it. Reopening an encoder costs a keyframe, so small or frequent
-changes are ignored.
+bounds. A change-driven stream is bursty and mostly idle, and a delay-based estimator never
+ramps up on such traffic: a steady low REMB means "not probed", not "congested". What does
+mean congestion is an estimate that falls (the receiver saw queuing delay grow), so a falling
+estimate lowers the cap to it, and a rising one lets the cap climb back. Reopening an encoder
+costs a keyframe, so small or frequent changes are ignored.
 """
 from __future__ import annotations
 
-from collections import deque
-
 # A new cap is applied only when it differs this much from the current one...
 HYSTERESIS = 0.25
-# ...and not more often than this (seconds); a sharp drop may come sooner.
-MIN_INTERVAL_S = 4.0
+# ...and not more often than this (seconds); a drop may come sooner than a rise.
+RAISE_INTERVAL_S = 4.0
 DROP_INTERVAL_S = 1.0
-# An estimate is a congestion signal when we send at least this share of it.
-CONGESTED_SHARE = 0.8
-RATE_WINDOW_S = 2.0
+# An estimate this much below the same receiver's previous one signals over-use.
+FALL = 0.85
 
 
 class BitrateController:
+    """Fed from the asyncio loop (report/forget), read by the encode thread (update)."""
+
     def __init__(self, start_kbps: int, min_kbps: int, max_kbps: int) -> None:
         self.min_kbps = min_kbps
         self.max_kbps = max_kbps
         self.current_kbps = start_kbps
         self._estimates: dict[str, int] = {}
+        self._drop_to: int | None = None
         self._changed_at = float("-inf")
-        self._sent: deque[tuple[float, int]] = deque()
-        self._sent_bytes = 0
 
     def report(self, peer: str, bps: int) -> None:
-        self._estimates[peer] = max(bps // 1000, 1)
+        kbps = max(bps // 1000, 1)
+        previous = self._estimates.get(peer)
+        self._estimates[peer] = kbps
+        if previous is not None and kbps < previous * FALL:
+            self._drop_to = kbps if self._drop_to is None else min(self._drop_to, kbps)
 
     def forget(self, peer: str) -> None:
         self._estimates.pop(peer, None)
 
-    def sent(self, now: float, nbytes: int) -> None:
-        self._sent.append((now, nbytes))
-        self._sent_bytes += nbytes
-
-    def send_rate_kbps(self, now: float) -> float:
-        while self._sent and self._sent[0][0] < now - RATE_WINDOW_S:
-            self._sent_bytes -= self._sent.popleft()[1]
-        return self._sent_bytes * 8 / 1000 / RATE_WINDOW_S
+    def _clamp(self, kbps: int) -> int:
+        return max(self.min_kbps, min(self.max_kbps, kbps))
 
     def update(self, now: float) -> int | None:
         """The new cap in kbit/s when it should change now, else None."""
-        if not self._estimates:
+        drop, self._drop_to = self._drop_to, None
+        if drop is not None:
+            target = self._clamp(drop)
+            if target < self.current_kbps * (1 - HYSTERESIS) and now - self._changed_at >= DROP_INTERVAL_S:
+                return self._apply(target, now)
+            if target < self.current_kbps:
+                self._drop_to = drop  # keep it for when the interval allows
             return None
-        estimate = min(list(self._estimates.values()))  # written by the loop thread
-        target = max(self.min_kbps, min(self.max_kbps, estimate))
-        if target < self.current_kbps and self.send_rate_kbps(now) < CONGESTED_SHARE * estimate:
-            return None  # a low estimate of a mostly idle link is no reason to blur the picture
-        if abs(target - self.current_kbps) / self.current_kbps < HYSTERESIS:
+        estimates = list(self._estimates.values())  # copy: the loop thread writes the dict
+        if not estimates:
             return None
-        interval = DROP_INTERVAL_S if target < self.current_kbps * 0.5 else MIN_INTERVAL_S
-        if now - self._changed_at < interval:
-            return None
-        self.current_kbps = target
+        target = self._clamp(min(estimates))
+        if target > self.current_kbps * (1 + HYSTERESIS) and now - self._changed_at >= RAISE_INTERVAL_S:
+            return self._apply(target, now)
+        return None
+
+    def _apply(self, kbps: int, now: float) -> int:
+        self.current_kbps = kbps
         self._changed_at = now
-        return target
+        return kbps

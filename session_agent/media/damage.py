@@ -67,14 +67,19 @@ class ScreenWatcher:
                 ready, _, _ = select.select([conn.fileno()], [], [], 0.5)
                 if not ready and not conn.pending_events():
                     continue
-                damaged = False
+                damaged = resized = False
                 while conn.pending_events():
                     event = conn.next_event()
                     if event.type == damage_event:
                         damaged = True
                     elif randr_event is not None and event.type == randr_event:
-                        self._on_resize(event.width_in_pixels, event.height_in_pixels)
-                        damaged = True
+                        resized = True
+                if resized:
+                    # One resize sends several notifications, some with intermediate sizes:
+                    # the root window's geometry is the truth.
+                    geometry = conn.screen().root.get_geometry()
+                    self._on_resize(geometry.width, geometry.height)
+                    damaged = True
                 if damaged:
                     # Re-arm before capturing, so drawing that happens during the capture is seen.
                     conn.damage_subtract(self._damage)

@@ -22,9 +22,12 @@ from .encoder import TIME_BASE, VP8, EncoderKind, VideoEncoder
 
 log = logging.getLogger(__name__)
 
-# Frames encoded after the last change: clients whose jitter buffer releases a frame only when
-# the next one starts (aiortc's) see the final picture, and a VBV-starved keyframe gets refined.
-SETTLE_FRAMES = 2
+# After a change, the unchanged screen is encoded again until the encoder has converged (its
+# output is tiny) or this many frames: a frame squeezed by the one-frame VBV gets refined, and
+# clients whose jitter buffer releases a frame only when the next one starts (aiortc's) see
+# the final picture.
+SETTLE_FRAMES = 8
+CONVERGED_BYTES = 600
 # Keyframe requests (PLI/FIR from every peer, joins) closer together than this share one.
 KEYFRAME_DEBOUNCE_S = 0.25
 
@@ -193,6 +196,7 @@ class MediaPipeline:
                 cap = self._apply_bitrate(encoders, started)
                 pts = max(int((started - t0) * 90000), last_pts + 1)
                 last_pts = pts
+                largest = 0
                 for codec in codecs:
                     kind = self.h264 if codec == "h264" else VP8
                     encoder = encoders.get(codec)
@@ -206,6 +210,7 @@ class MediaPipeline:
                     src.pts = pts
                     src.time_base = TIME_BASE
                     packets = self._encode(encoder, src, keyframe, codec)
+                    largest = max([largest, *(p.size for p in packets)])
                     if packets and self._loop is not None:
                         self._loop.call_soon_threadsafe(self._publish, codec, packets)
                 for codec in set(encoders) - codecs:  # no viewer left for this codec
@@ -216,7 +221,7 @@ class MediaPipeline:
                 if state["changed"]:
                     state["settle"] = SETTLE_FRAMES
                 elif state["settle"] > 0:
-                    state["settle"] -= 1
+                    state["settle"] = 0 if largest < CONVERGED_BYTES else state["settle"] - 1
                 state["settle_at"] = finished + self.min_interval
         except DisplayGone as exc:
             self._lost(str(exc))
@@ -239,9 +244,7 @@ class MediaPipeline:
 
     def _encode(self, encoder: VideoEncoder, frame: av.VideoFrame, keyframe: bool, codec: str) -> list[av.Packet]:
         packets = encoder.encode(frame, keyframe)
-        now = time.monotonic()
         for packet in packets:
-            self.bitrate.sent(now, packet.size)
             self.metrics.frames_encoded.labels(codec).inc()
             self.metrics.bytes_encoded.labels(codec).inc(packet.size)
             if packet.is_keyframe:

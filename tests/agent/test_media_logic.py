@@ -99,28 +99,33 @@ def test_encoder_keyframes_on_request_and_on_size_change(kind):
     assert keys == [[True], [False], [True], [False], [True]]
 
 
-def test_bitrate_follows_the_slowest_receiver_within_bounds():
+def test_a_falling_estimate_lowers_the_cap_to_the_slowest_receiver():
     c = BitrateController(8000, 1000, 12000)
-    c.sent(0.0, 3_000_000)  # ~12 Mbit/s over the window: we really use the link
-    c.report("a", 6_000_000)
-    c.report("b", 4_000_000)
+    c.report("a", 9_000_000)
+    c.report("b", 7_000_000)
+    assert c.update(0.0) is None                      # within the hysteresis of 8000
+    c.report("b", 4_000_000)                          # b's estimate falls: over-use
     assert c.update(1.0) == 4000
-    assert c.update(1.5) is None                      # no change without a new estimate
-    c.report("b", 4_200_000)
-    assert c.update(10.0) is None                     # within the hysteresis
+    c.report("b", 3_800_000)
+    assert c.update(2.0) is None                      # small change: no reopen
     c.report("b", 100_000)
-    c.sent(11.0, 500_000)
-    assert c.update(11.5) == 1000                     # clamped to the floor
-    c.forget("b")
+    assert c.update(1.5) is None                      # too soon after the last change...
+    assert c.update(2.5) == 1000                      # ...then clamped to the floor
+
+
+def test_a_rising_estimate_raises_the_cap_within_bounds():
+    c = BitrateController(2000, 1000, 12000)
     c.report("a", 50_000_000)
-    assert c.update(20.0) == 12000                    # and to the ceiling
+    assert c.update(10.0) == 12000
+    c.forget("a")
+    assert c.update(30.0) is None
 
 
-def test_a_low_estimate_of_an_idle_link_does_not_lower_the_cap():
+def test_a_steady_low_estimate_of_an_unprobed_link_changes_nothing():
     c = BitrateController(8000, 500, 20000)
-    c.sent(0.0, 10_000)   # a static screen sends next to nothing
-    c.report("a", 300_000)
-    assert c.update(1.0) is None
+    for t in range(10):
+        c.report("a", 300_000)                        # a delay-based estimator that never ramped up
+        assert c.update(float(t * 5)) is None
     assert c.current_kbps == 8000
 
 
