@@ -27,7 +27,7 @@ def start_xvfb(size: str = "1280x720") -> Xvfb:
     """Start Xvfb on a display number it picks itself (-displayfd), so parallel runs never collide."""
     read_fd, write_fd = os.pipe()
     proc = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{size}x24", "-nolisten", "tcp",
+        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{size}x24", "-nolisten", "tcp", "-noreset",
          "+extension", "DAMAGE", "+extension", "RANDR"],
         pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )

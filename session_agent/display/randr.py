@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+from Xlib import X
 from Xlib.display import Display
 
 MIN_SIZE = (64, 64)  # smaller is no use to anybody and trips up encoders
@@ -42,10 +43,16 @@ def set_screen_size(display: Display | str, width: int, height: int,
     `limit` (the agent's --max-size) when given; returns the size set."""
     if isinstance(display, str):
         d = Display(display)
+        # The mode we create belongs to this connection: without RetainPermanent the server
+        # frees it when we disconnect, and the screen falls back to its old size.
+        d.set_close_down_mode(X.RetainPermanent)
         try:
             return set_screen_size(d, width, height, limit)
         finally:
             d.close()
+    # The server treats a client that never asked for the RandR version as RandR 1.0 and
+    # silently ignores the 1.2 requests below.
+    display.xrandr_query_version()
     root = display.screen().root
     fb_w, fb_h = max_screen_size(display)
     lim_w, lim_h = limit or (fb_w, fb_h)

@@ -26,16 +26,23 @@ class ScreenCapture:
         return self._sct
 
     def grab(self, width: int, height: int, pix_fmt: str = "bgra") -> av.VideoFrame:
-        """The current screen content. The frame object is reused: copy before keeping it."""
+        """The current screen content, at most `width`x`height` from the top left. The frame
+        object is reused: copy before keeping it."""
         try:
             shot = self._grabber().grab({"left": 0, "top": 0, "width": width, "height": height})
-        except mss.ScreenShotError as exc:
-            # The screen grew past the shared-memory segment sized at connect time: reconnect once.
+        except mss.ScreenShotError:
+            # The screen changed size since connecting: mss sized its shared memory then, and
+            # the size we were told may already be stale (a resize passes through intermediate
+            # sizes). Reconnect and take what the screen has now.
             self.close()
             try:
+                root = self._grabber().monitors[0]
+                width, height = min(width, root["width"]), min(height, root["height"])
+                width, height = width - width % 2, height - height % 2
                 shot = self._grabber().grab({"left": 0, "top": 0, "width": width, "height": height})
-            except Exception as exc2:
-                raise DisplayGone(f"capture failed: {exc2}") from exc
+            except Exception as exc:
+                self.close()
+                raise DisplayGone(f"capture failed: {exc}") from exc
         except Exception as exc:
             self.close()
             raise DisplayGone(f"capture failed: {exc}") from exc

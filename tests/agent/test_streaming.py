@@ -10,6 +10,7 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
 from tests.agent_process import start_agent
 from tests.whep_client import Viewer, colour_close, pixel
+from session_agent.display.randr import set_screen_size
 from tests.xserver import fill_root, start_xvfb
 
 
@@ -143,3 +144,27 @@ async def test_input_channel_answers_ping_and_reports_errors(agent):
         assert (await viewer.receive("pong"))["t"] == 43
     finally:
         await viewer.close()
+
+
+async def test_the_stream_follows_the_screen_growing_past_its_size_at_start():
+    # The agent connects while the screen is small; growing it outgrows the shared memory
+    # capture sized at connect time, and passes through intermediate sizes.
+    x = start_xvfb("1920x1080")
+    set_screen_size(x.display, 640, 480)
+    agent = start_agent(x.display)
+    viewer = Viewer(agent.url, token=agent.token)
+    try:
+        await viewer.connect()
+        fill_root(x.display, (200, 30, 30))
+        await viewer.wait_for(lambda f: (f.width, f.height) == (640, 480))
+        for size in [(1600, 900), (800, 1000), (1920, 1080)]:
+            set_screen_size(x.display, *size)
+            fill_root(x.display, (30, 30, 200))
+            await viewer.wait_for(lambda f: (f.width, f.height) == size)
+            assert agent.health()[0] == 200
+        fill_root(x.display, (30, 200, 30))
+        await viewer.wait_for_colour((30, 200, 30), at=(1900, 1000))
+    finally:
+        await viewer.close()
+        agent.stop()
+        x.stop()

@@ -1,0 +1,166 @@
+"""`create_app(config)`: the gateway's aiohttp application, as production and the tests build it."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from urllib.parse import urlencode
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway import api, streaming
+from gateway.auth import COOKIE, Authenticator
+from gateway.config import Config
+from gateway.http import AUTH, CLIENT, CONFIG, METRICS, REGISTRY, USER, json_error
+from gateway.logs import log_event
+from gateway.metrics import Metrics
+from gateway.sessions import SessionRegistry
+from gateway.spawners.base import Spawner
+from gateway.spawners.local import LocalSpawner
+
+WEB = Path(__file__).parent / "web"
+_PAGE = re.compile(r"^/(streaming/[^/]+/)?$")  # the launcher and the viewer pages
+_PUBLIC = ("/health", "/metrics", "/static/")
+COOKIE_MAX_AGE = 30 * 24 * 3600
+
+http_log = logging.getLogger("gateway.http")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def make_spawner(config: Config) -> Spawner:
+    if config.spawner == "kubernetes":
+        from gateway.spawners.kubernetes import KubernetesSpawner  # needs a cluster: only on demand
+        return KubernetesSpawner(config)
+    return LocalSpawner(config)
+
+
+def _route_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request metrics and one JSON log line per request (the path only: a query may hold a token)."""
+    start = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        elapsed = time.perf_counter() - start
+        metrics = request.app[METRICS]
+        route = _route_name(request)
+        metrics.requests.labels(request.method, route, str(status)).inc()
+        metrics.request_duration.labels(request.method, route).observe(elapsed)
+        user = request.get(USER)
+        log_event(http_log, "http_request", method=request.method, path=request.path, status=status,
+                  duration_ms=round(elapsed * 1000, 2), user_id=user.id if user else None)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error as the SPEC's JSON body; an unexpected exception is a 500, never a crash."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        return json_error(exc.status, exc.reason.lower(), {k: v for k, v in exc.headers.items()
+                                                            if k in ("Allow", "Retry-After")})
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        http_log.exception("unexpected error on %s %s", request.method, request.path)
+        return json_error(500, "internal error")
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path == "/health" or request.path.startswith(_PUBLIC):
+        return await handler(request)
+    auth = request.app[AUTH]
+    page = request.method == "GET" and _PAGE.match(request.path) is not None
+    if page and "token" in request.query and auth.uses_credentials:
+        return _token_login(request, auth)
+    user = auth.identify(request)
+    if user is None:
+        if page:
+            return web.FileResponse(WEB / "unauthorized.html", status=401)
+        return json_error(401, "missing or invalid credentials", {"WWW-Authenticate": "Bearer"})
+    request[USER] = user
+    return await handler(request)
+
+
+def _token_login(request: web.Request, auth: Authenticator) -> web.StreamResponse:
+    """`?token=…` on a page: keep it as an HttpOnly cookie, and send the browser to the clean URL
+    so that the token leaves the address bar and the history."""
+    credential = request.query["token"]
+    if auth.check(credential) is None:
+        return web.FileResponse(WEB / "unauthorized.html", status=401)
+    rest = [(k, v) for k, v in request.query.items() if k != "token"]
+    response = web.Response(status=303, headers={
+        "Location": request.path + (f"?{urlencode(rest)}" if rest else ""), "Cache-Control": "no-store"})
+    response.set_cookie(COOKIE, credential, httponly=True, samesite="Strict", path="/",
+                        secure=request.secure, max_age=COOKIE_MAX_AGE)
+    return response
+
+
+async def launcher(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(WEB / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def health(request: web.Request) -> web.Response:
+    spawner = request.app[REGISTRY].spawner
+    return web.json_response({"status": "ok", "spawner": spawner.name, "sessions": len(spawner.list())})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_app(config: Config, spawner: Spawner | None = None) -> web.Application:
+    """The gateway. `spawner` defaults to the one `config` names; the benchmarks pass their own."""
+    spawner = spawner or make_spawner(config)
+    app = web.Application(middlewares=[observe, errors, authenticate])
+    app[CONFIG] = config
+    app[AUTH] = Authenticator(config)
+    app[METRICS] = Metrics(spawner, config.region)
+    for collector in getattr(spawner, "collectors", list)():  # e.g. the in-process controller's
+        app[METRICS].registry.register(collector)
+    app[REGISTRY] = SessionRegistry(spawner, config, app[METRICS])
+    app.router.add_get("/", launcher)
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_static("/static/", WEB, append_version=False)
+    app.router.add_routes(api.routes)
+    app.router.add_routes(streaming.routes)
+    app.cleanup_ctx.append(_lifetime)
+    return app
+
+
+async def _lifetime(app: web.Application) -> AsyncIterator[None]:
+    registry = app[REGISTRY]
+    await registry.spawner.start()
+    # No connection limit: each WHEP request goes to a different agent, and reusing
+    # connections is what keeps the proxy's overhead small.
+    app[CLIENT] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
+    follower = asyncio.create_task(registry.follow())
+    log_event(logging.getLogger("gateway.gateway"), "gateway_started", spawner=registry.spawner.name,
+              auth=app[CONFIG].auth, region=app[CONFIG].region)
+    yield
+    await registry.spawner.close()
+    await asyncio.sleep(0)  # let the follower log the last deletions
+    follower.cancel()
+    await asyncio.gather(follower, return_exceptions=True)
+    await app[CLIENT].close()

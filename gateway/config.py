@@ -1,0 +1,175 @@
+"""The gateway's configuration: every setting is a flag with a `GATEWAY_*` environment twin.
+
+Precedence: flag, then environment, then default. `load_config()` is the one place that reads
+either; everything else receives a `Config`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.spawners.base import APPLICATIONS
+
+DEFAULT_APP_COMMANDS = {
+    "gimp": "gimp --no-splash",
+    "inkscape": "inkscape",
+    "blender": "blender",
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    spawner: str = "local"
+    data_dir: Path = Path("data")
+    auth: str = "token"
+    token: str = ""  # auth token mode; generated (and printed) at start when empty
+    jwt_secret: str = ""
+    user_header: str = "X-Forwarded-User"
+    namespace: str | None = None  # kubernetes spawner
+    controller: bool = False  # kubernetes spawner: run the session controller in-process
+    region: str = "local"  # the region label of metrics and logs
+    max_sessions_per_user: int = 3
+    max_sessions_total: int = 20
+    start_timeout: float = 60.0  # pending longer than this: failed
+    default_timeout: int = 3600  # idle seconds (no viewer) before a session is terminated
+    max_timeout: int = 7 * 24 * 3600
+    stop_grace: float = 5.0  # SIGTERM, this long, then SIGKILL
+    idle_check_interval: float = 5.0  # how often running agents are asked for their viewer count
+    agent_command: tuple[str, ...] = (sys.executable, "-m", "session_agent")
+    app_commands: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_APP_COMMANDS))
+    session_size: str | None = None  # the agents' initial display size; None: the agent's default
+    turn_urls: tuple[str, ...] = ()
+    turn_secret: str = ""
+    turn_ttl: int = 24 * 3600
+    log_level: str = "info"
+
+    @property
+    def public_url(self) -> str:
+        host = "localhost" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}/"
+
+
+def _env_bool(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    d = Config()
+
+    def e(name: str, default: object) -> object:
+        return env.get(f"GATEWAY_{name}", default)
+
+    p = argparse.ArgumentParser(
+        prog="python -m gateway",
+        description="Web entry point: launcher, session API, WHEP signalling proxy. "
+                    "Every flag can also be set as the GATEWAY_* variable named in brackets.")
+    p.add_argument("--host", default=e("HOST", d.host), help="[GATEWAY_HOST] address to listen on")
+    p.add_argument("--port", type=int, default=e("PORT", d.port), help="[GATEWAY_PORT]")
+    p.add_argument("--spawner", choices=("local", "kubernetes"), default=e("SPAWNER", d.spawner),
+                   help="[GATEWAY_SPAWNER] where sessions run")
+    p.add_argument("--data-dir", type=Path, default=e("DATA_DIR", d.data_dir),
+                   help="[GATEWAY_DATA_DIR] local spawner: users' homes and session logs")
+    p.add_argument("--auth", choices=("token", "jwt", "header"), default=e("AUTH", d.auth),
+                   help="[GATEWAY_AUTH] how users are identified")
+    p.add_argument("--token", default=e("TOKEN", d.token),
+                   help="[GATEWAY_TOKEN] the secret of --auth token (generated when unset)")
+    p.add_argument("--jwt-secret", default=e("JWT_SECRET", d.jwt_secret),
+                   help="[GATEWAY_JWT_SECRET] HS256 key of --auth jwt")
+    p.add_argument("--user-header", default=e("USER_HEADER", d.user_header),
+                   help="[GATEWAY_USER_HEADER] --auth header: the header the proxy sets")
+    p.add_argument("--namespace", default=e("NAMESPACE", d.namespace),
+                   help="[GATEWAY_NAMESPACE] kubernetes spawner")
+    p.add_argument("--controller", action="store_true",
+                   default=_env_bool(str(e("CONTROLLER", ""))),
+                   help="[GATEWAY_CONTROLLER] kubernetes spawner: run the controller in-process")
+    p.add_argument("--region", default=e("REGION", d.region), help="[GATEWAY_REGION] metrics label")
+    p.add_argument("--max-sessions-per-user", type=int,
+                   default=e("MAX_SESSIONS_PER_USER", d.max_sessions_per_user),
+                   help="[GATEWAY_MAX_SESSIONS_PER_USER]")
+    p.add_argument("--max-sessions-total", type=int,
+                   default=e("MAX_SESSIONS_TOTAL", d.max_sessions_total),
+                   help="[GATEWAY_MAX_SESSIONS_TOTAL]")
+    p.add_argument("--start-timeout", type=float, default=e("START_TIMEOUT", d.start_timeout),
+                   help="[GATEWAY_START_TIMEOUT] seconds a session may take to start")
+    p.add_argument("--default-timeout", type=int, default=e("DEFAULT_TIMEOUT", d.default_timeout),
+                   help="[GATEWAY_DEFAULT_TIMEOUT] idle seconds without a viewer before a "
+                        "session ends, when the request names none")
+    p.add_argument("--max-timeout", type=int, default=e("MAX_TIMEOUT", d.max_timeout),
+                   help="[GATEWAY_MAX_TIMEOUT] the largest timeout a request may ask for")
+    p.add_argument("--stop-grace", type=float, default=e("STOP_GRACE", d.stop_grace),
+                   help="[GATEWAY_STOP_GRACE] seconds between SIGTERM and SIGKILL")
+    p.add_argument("--idle-check-interval", type=float,
+                   default=e("IDLE_CHECK_INTERVAL", d.idle_check_interval),
+                   help="[GATEWAY_IDLE_CHECK_INTERVAL] seconds between viewer counts")
+    p.add_argument("--agent-command", default=e("AGENT_COMMAND", shlex.join(d.agent_command)),
+                   help="[GATEWAY_AGENT_COMMAND] local spawner: how to run the session agent")
+    for app in APPLICATIONS:
+        p.add_argument(f"--app-{app}", dest=f"app_{app}",
+                       default=e(f"APP_{app.upper()}", d.app_commands[app]),
+                       help=f"[GATEWAY_APP_{app.upper()}] the command that runs {app}")
+    p.add_argument("--session-size", default=e("SESSION_SIZE", d.session_size),
+                   help="[GATEWAY_SESSION_SIZE] initial display size of sessions, e.g. 1280x720")
+    p.add_argument("--turn-urls", default=e("TURN_URLS", ""),
+                   help="[GATEWAY_TURN_URLS] comma-separated turn:/stun: URLs given to clients")
+    p.add_argument("--turn-secret", default=e("TURN_SECRET", d.turn_secret),
+                   help="[GATEWAY_TURN_SECRET] coturn static-auth-secret (TURN REST credentials)")
+    p.add_argument("--turn-ttl", type=int, default=e("TURN_TTL", d.turn_ttl),
+                   help="[GATEWAY_TURN_TTL] lifetime of TURN credentials, seconds")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                   default=e("LOG_LEVEL", d.log_level), help="[GATEWAY_LOG_LEVEL]")
+    return p
+
+
+def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Build the Config from flags and environment; exits with a usage message when invalid."""
+    env = os.environ if env is None else env
+    parser = _parser(env)
+    a = parser.parse_args(argv)
+    # argparse applies `type` to string defaults only, so env values that are numbers are
+    # converted here again, through the parser's own error path.
+    try:
+        for name in ("start_timeout", "stop_grace", "idle_check_interval"):
+            setattr(a, name, float(getattr(a, name)))
+        for name in ("port", "max_sessions_per_user", "max_sessions_total", "default_timeout",
+                     "max_timeout", "turn_ttl"):
+            setattr(a, name, int(getattr(a, name)))
+    except ValueError as exc:
+        parser.error(f"invalid number: {exc}")
+    if a.auth == "jwt" and not a.jwt_secret:
+        parser.error("--auth jwt needs --jwt-secret (GATEWAY_JWT_SECRET)")
+    if (a.auth not in ("token", "jwt", "header")) or a.spawner not in ("local", "kubernetes"):
+        parser.error("invalid --auth or --spawner (from the environment)")
+    if a.default_timeout <= 0 or a.default_timeout > a.max_timeout:
+        parser.error("--default-timeout must be positive and at most --max-timeout")
+    try:
+        agent_command = tuple(shlex.split(a.agent_command))
+        for app in APPLICATIONS:
+            shlex.split(getattr(a, f"app_{app}"))
+    except ValueError as exc:
+        parser.error(f"a command cannot be parsed: {exc}")
+    if not agent_command:
+        parser.error("--agent-command is empty")
+    turn_urls = tuple(u.strip() for u in a.turn_urls.split(",") if u.strip())
+    if turn_urls and not a.turn_secret:
+        parser.error("--turn-urls needs --turn-secret (GATEWAY_TURN_SECRET)")
+    return Config(
+        host=a.host, port=a.port, spawner=a.spawner, data_dir=Path(a.data_dir), auth=a.auth,
+        token=a.token or (secrets.token_urlsafe(24) if a.auth == "token" else ""),
+        jwt_secret=a.jwt_secret, user_header=a.user_header, namespace=a.namespace,
+        controller=bool(a.controller), region=a.region,
+        max_sessions_per_user=a.max_sessions_per_user, max_sessions_total=a.max_sessions_total,
+        start_timeout=a.start_timeout, default_timeout=a.default_timeout, max_timeout=a.max_timeout,
+        stop_grace=a.stop_grace, idle_check_interval=a.idle_check_interval,
+        agent_command=agent_command,
+        app_commands={app: getattr(a, f"app_{app}") for app in APPLICATIONS},
+        session_size=a.session_size or None, turn_urls=turn_urls, turn_secret=a.turn_secret,
+        turn_ttl=a.turn_ttl, log_level=a.log_level,
+    )

@@ -1,0 +1,1 @@
+"""The session controller: reconciles Session resources into session pods."""

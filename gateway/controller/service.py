@@ -1,0 +1,125 @@
+"""The session controller assembled: shared caches (always on, so a standby is warm), and,
+while this replica holds the Lease, the reconciler, the idle monitor and the warm pool."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway.controller.activity import ActivityMonitor
+from gateway.controller.events import Recorder
+from gateway.controller.leader import LeaderElector
+from gateway.controller.nodes import NodeMetrics
+from gateway.controller.reconciler import Reconciler
+from gateway.controller.settings import ControllerSettings
+from gateway.controller.warmpool import WarmPool, is_warm
+from gateway.kube import objects
+from gateway.kube.cache import Informer
+from gateway.kube.client import PODS, SESSIONS, Kube
+from gateway.logs import log_event
+
+logger = logging.getLogger("gateway.session-controller")
+
+
+class Controller:
+    def __init__(self, kube: Kube, settings: ControllerSettings,
+                 sessions: Informer | None = None) -> None:
+        """`sessions`: a Session cache to share (the gateway's); its owner starts and stops it."""
+        self.kube, self.settings = kube, settings
+        self._own_sessions = sessions is None
+        self.sessions = sessions or Informer(kube, SESSIONS)
+        self.pods = Informer(kube, PODS, label_selector=f"app={objects.SESSION_APP_LABEL}")
+        self.recorder = Recorder(kube)
+        self.warm_pool = (WarmPool(kube, self.pods, settings.warm_pool, settings.pod)
+                          if any(settings.warm_pool.values()) else None)
+        self.reconciler = Reconciler(kube, self.sessions, self.pods, settings, self.recorder,
+                                     self.warm_pool)
+        self.activity = ActivityMonitor(kube, self.sessions, self.recorder,
+                                        settings.idle_check_interval)
+        self.elector = LeaderElector(kube, settings.lease_name, settings.identity,
+                                     settings.lease_duration, settings.renew_interval,
+                                     settings.retry_interval)
+        self.leading = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._own_sessions:
+            self.sessions.start()
+        self.pods.start()
+        self._task = asyncio.create_task(self._lead(), name="session-controller")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.leading.is_set():
+            await self.elector.release()
+        await self.recorder.flush()
+        if self._own_sessions:
+            await self.sessions.stop()
+        await self.pods.stop()
+
+    async def _lead(self) -> None:
+        await self.sessions.wait_synced()
+        await self.pods.wait_synced()
+        while True:
+            await self.elector.acquire()
+            self.leading.set()
+            log_event(logger, "controller_leading", identity=self.settings.identity,
+                      sessions=len(self.sessions.store))
+            work = [asyncio.create_task(self.reconciler.run()),
+                    asyncio.create_task(self.activity.run())]
+            if self.warm_pool is not None:
+                work.append(asyncio.create_task(self.warm_pool.run()))
+            hold = asyncio.create_task(self.elector.hold())
+            try:
+                done, _ = await asyncio.wait([hold, *work], return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is not hold and task.exception() is not None:
+                        logger.error("controller task failed", exc_info=task.exception())
+            finally:
+                for task in [hold, *work]:
+                    task.cancel()
+                await asyncio.gather(hold, *work, return_exceptions=True)
+                self.leading.clear()
+
+    def collectors(self) -> list[Collector]:
+        """Metrics to register in a Prometheus registry (the gateway's, or our own)."""
+        return [NodeMetrics(self._counts), _ControllerMetrics(self)]
+
+    def _counts(self) -> tuple[int, int]:
+        active = gpu = 0
+        for session in list(self.sessions.store.values()):
+            phase = (session.get("status") or {}).get("phase", "pending")
+            if phase in ("pending", "running") and not session["metadata"].get(
+                    "deletionTimestamp"):
+                active += 1
+                with contextlib.suppress(objects.ManifestError):
+                    gpu += objects.gpu_count(session["spec"].get("resources") or {}) > 0
+        return active, gpu
+
+
+class _ControllerMetrics(Collector):
+    def __init__(self, controller: Controller) -> None:
+        self._controller = controller
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        c = self._controller
+        leader = GaugeMetricFamily("gimp_controller_leader", "1 while this replica leads")
+        leader.add_metric([], 1 if c.leading.is_set() else 0)
+        yield leader
+        queue = GaugeMetricFamily("gimp_controller_queue_depth", "Sessions waiting to reconcile")
+        queue.add_metric([], len(c.reconciler.queue))
+        yield queue
+        warm = GaugeMetricFamily("gimp_warm_pool_ready", "Ready warm pods", labels=["application"])
+        if c.warm_pool is not None:
+            for app in c.warm_pool.sizes:
+                warm.add_metric([app], len(c.warm_pool.ready(app)))
+        yield warm
+        pods = GaugeMetricFamily("gimp_warm_pool_pods", "Warm pods (any state)")
+        pods.add_metric([], sum(1 for p in list(c.pods.store.values()) if is_warm(p)))
+        yield pods

@@ -1,0 +1,148 @@
+"""Controller configuration: flags with `CONTROLLER_*` environment twins (flag, then env, then
+default), parsed in one place; bad values exit with one clear usage line."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from gateway.kube.objects import APPLICATIONS, Placement, PodSettings
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    namespace: str | None = None
+    pod: PodSettings = PodSettings()
+    warm_pool: Mapping[str, int] = field(default_factory=dict)  # application -> pods kept ready
+    workers: int = 16
+    start_timeout: float = 300.0  # pending longer than this: failed
+    idle_check_interval: float = 30.0  # how often running agents are asked for viewers
+    cloud_storage: bool = False  # add the rclone sidecar for users who have an rclone Secret
+    lease_name: str = "session-controller"
+    identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    lease_duration: int = 15
+    renew_interval: float = 5.0
+    retry_interval: float = 2.0
+    metrics_port: int = 8081
+    metrics_host: str = "0.0.0.0"
+    log_level: str = "info"
+
+
+def parse_warm_pool(text: str) -> dict[str, int]:
+    """"gimp=2,inkscape=1" -> {"gimp": 2, "inkscape": 1}."""
+    pool: dict[str, int] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        app, _, count = item.partition("=")
+        if app not in APPLICATIONS or not count.isdigit():
+            raise ValueError(f"warm pool entry {item!r}: expected APP=N with APP one of "
+                             f"{', '.join(APPLICATIONS)}")
+        pool[app] = int(count)
+    return pool
+
+
+def parse_selector(text: str) -> dict[str, str]:
+    """"k=v,k2=v2" -> {"k": "v", "k2": "v2"}."""
+    selector: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"node selector entry {item!r}: expected KEY=VALUE")
+        selector[key] = value
+    return selector
+
+
+def parse_tolerations(text: str) -> tuple[dict[str, Any], ...]:
+    """A JSON list of Kubernetes tolerations, e.g. '[{"key":"gpu","operator":"Exists"}]'."""
+    try:
+        value = json.loads(text or "[]")
+    except ValueError as exc:
+        raise ValueError(f"tolerations are not JSON: {exc}") from exc
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise ValueError("tolerations must be a JSON list of objects")
+    return tuple(value)
+
+
+def _selector_text(pool: Placement) -> str:
+    return ",".join(f"{k}={v}" for k, v in pool.node_selector.items())
+
+
+def load_settings(argv: Sequence[str] | None = None,
+                  env: Mapping[str, str] | None = None) -> ControllerSettings:
+    env = os.environ if env is None else env
+    d, dp = ControllerSettings(), PodSettings()
+
+    def e(name: str, default: object) -> str:
+        return str(env.get(f"CONTROLLER_{name}", default))
+
+    p = argparse.ArgumentParser(prog="python -m gateway.controller",
+                                description="The session controller: reconciles Sessions into "
+                                            "pods. Each flag has a CONTROLLER_* env twin.")
+    p.add_argument("--namespace", default=env.get("GATEWAY_NAMESPACE"),
+                   help="[GATEWAY_NAMESPACE] default: the pod's own namespace, else default")
+    p.add_argument("--session-image", default=e("SESSION_IMAGE", dp.image),
+                   help="[CONTROLLER_SESSION_IMAGE] session image; {application} is replaced")
+    p.add_argument("--agent-port", default=e("AGENT_PORT", dp.agent_port),
+                   help="[CONTROLLER_AGENT_PORT] the agent's port in session pods")
+    p.add_argument("--storage-class", default=e("STORAGE_CLASS", dp.storage_class),
+                   help="[CONTROLLER_STORAGE_CLASS] of users' home volumes")
+    p.add_argument("--storage-size", default=e("STORAGE_SIZE", dp.storage_size),
+                   help="[CONTROLLER_STORAGE_SIZE] of a new user's home volume")
+    p.add_argument("--cpu-node-selector",
+                   default=e("CPU_NODE_SELECTOR", _selector_text(dp.cpu_pool)),
+                   help="[CONTROLLER_CPU_NODE_SELECTOR] k=v,... for CPU sessions")
+    p.add_argument("--gpu-node-selector",
+                   default=e("GPU_NODE_SELECTOR", _selector_text(dp.gpu_pool)),
+                   help="[CONTROLLER_GPU_NODE_SELECTOR] k=v,... for GPU sessions")
+    p.add_argument("--cpu-tolerations",
+                   default=e("CPU_TOLERATIONS", json.dumps(list(dp.cpu_pool.tolerations))),
+                   help="[CONTROLLER_CPU_TOLERATIONS] JSON list for CPU sessions")
+    p.add_argument("--gpu-tolerations",
+                   default=e("GPU_TOLERATIONS", json.dumps(list(dp.gpu_pool.tolerations))),
+                   help="[CONTROLLER_GPU_TOLERATIONS] JSON list for GPU sessions")
+    p.add_argument("--gpu-runtime-class", default=e("GPU_RUNTIME_CLASS", ""),
+                   help="[CONTROLLER_GPU_RUNTIME_CLASS] e.g. nvidia (empty: none)")
+    p.add_argument("--warm-pool", default=e("WARM_POOL", ""),
+                   help="[CONTROLLER_WARM_POOL] ready pods per application, e.g. gimp=2")
+    p.add_argument("--cloud-storage", action="store_true",
+                   default=e("CLOUD_STORAGE", "").lower() in ("1", "true", "yes"),
+                   help="[CONTROLLER_CLOUD_STORAGE] rclone sidecar for users with an rclone "
+                        "Secret")
+    p.add_argument("--workers", default=e("WORKERS", d.workers), help="[CONTROLLER_WORKERS]")
+    p.add_argument("--start-timeout", default=e("START_TIMEOUT", d.start_timeout),
+                   help="[CONTROLLER_START_TIMEOUT] seconds a session may stay pending")
+    p.add_argument("--idle-check-interval", default=e("IDLE_CHECK_INTERVAL",
+                                                        d.idle_check_interval),
+                   help="[CONTROLLER_IDLE_CHECK_INTERVAL] seconds between viewer counts")
+    p.add_argument("--metrics-port", default=e("METRICS_PORT", d.metrics_port),
+                   help="[CONTROLLER_METRICS_PORT] /metrics and /healthz")
+    p.add_argument("--identity", default=e("IDENTITY", d.identity),
+                   help="[CONTROLLER_IDENTITY] leader-election identity (default host-pid)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                   default=e("LOG_LEVEL", d.log_level), help="[CONTROLLER_LOG_LEVEL]")
+    a = p.parse_args(argv)
+    try:
+        pod = replace(
+            dp, image=a.session_image, agent_port=int(a.agent_port),
+            storage_class=a.storage_class, storage_size=a.storage_size,
+            cpu_pool=Placement(parse_selector(a.cpu_node_selector),
+                               parse_tolerations(a.cpu_tolerations)),
+            gpu_pool=Placement(parse_selector(a.gpu_node_selector),
+                               parse_tolerations(a.gpu_tolerations)),
+            gpu_runtime_class=a.gpu_runtime_class or None)
+        settings = replace(
+            d, namespace=a.namespace, pod=pod, warm_pool=parse_warm_pool(a.warm_pool),
+            cloud_storage=a.cloud_storage, workers=int(a.workers),
+            start_timeout=float(a.start_timeout),
+            idle_check_interval=float(a.idle_check_interval),
+            metrics_port=int(a.metrics_port), identity=a.identity, log_level=a.log_level)
+    except ValueError as exc:
+        p.error(str(exc))
+    if not 0 < pod.agent_port < 65536 or settings.workers < 1 or settings.start_timeout <= 0 \
+            or settings.idle_check_interval <= 0:
+        p.error("--agent-port, --workers, --start-timeout and --idle-check-interval must be "
+                "positive (and the port below 65536)")
+    return settings

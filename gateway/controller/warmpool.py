@@ -1,0 +1,123 @@
+"""The warm pool: N ready session pods per application that an ephemeral Session claims, so it
+runs within a second; the pool refills itself.
+
+A claim relabels the pod and makes the Session its owner in one patch that carries the pod's
+resourceVersion, so two Sessions can never claim the same pod. Warm pods have no user yet, so
+their home is an emptyDir (a running pod's volumes cannot change): only Sessions with
+`spec.ephemeral` use the pool (see deploy/README.md)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.controller.podstatus import read_pod
+from gateway.kube import objects
+from gateway.kube.cache import Informer
+from gateway.kube.client import PODS, SECRETS, STRATEGIC, Kube, KubeError
+from gateway.kube.objects import PodSettings
+from gateway.logs import log_event
+from gateway.spawners.base import new_agent_token
+
+logger = logging.getLogger("gateway.session-controller")
+
+
+def is_warm(pod: dict[str, Any]) -> bool:
+    meta = pod["metadata"]
+    return (meta.get("labels") or {}).get(objects.WARM_LABEL) == "true" and \
+        not meta.get("deletionTimestamp")
+
+
+class WarmPool:
+    def __init__(self, kube: Kube, pods: Informer, sizes: Mapping[str, int],
+                 settings: PodSettings, resync: float = 10.0) -> None:
+        self.kube, self.pods, self.sizes, self.settings = kube, pods, dict(sizes), settings
+        self._wake = asyncio.Event()
+        self._resync = resync
+        self._claimed: set[str] = set()  # claimed here, before the watch shows the relabel
+        self._creating: dict[str, int] = {app: 0 for app in self.sizes}
+        pods.add_handler(self._on_pod)
+
+    def _on_pod(self, kind: str, pod: dict[str, Any], old: dict[str, Any] | None) -> None:
+        if is_warm(pod) or (old is not None and is_warm(old)) or kind == "DELETED":
+            self._wake.set()
+
+    def ready(self, application: str) -> list[dict[str, Any]]:
+        return [p for p in self.pods.store.values() if is_warm(p)
+                and p["metadata"]["labels"].get("application") == application
+                and p["metadata"]["name"] not in self._claimed
+                and read_pod(p).phase == "running"]
+
+    async def claim(self, session: dict[str, Any]) -> dict[str, Any] | None:
+        """Adopt a ready warm pod for `session`; None when none is ready (or all races lost)."""
+        for pod in self.ready(session["spec"]["application"]):
+            name = pod["metadata"]["name"]
+            self._claimed.add(name)
+            patch = objects.claim_patch(session)
+            patch["metadata"]["resourceVersion"] = pod["metadata"]["resourceVersion"]
+            try:
+                claimed = await self.kube.patch(PODS, name, patch, content_type=STRATEGIC)
+            except KubeError as exc:
+                if exc.status in (404, 409):
+                    continue  # gone or changed under us: try the next one
+                raise
+            finally:
+                self._wake.set()
+            return claimed
+        return None
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.refill()
+            except KubeError as exc:
+                log_event(logger, "warm_pool_refill_failed", level=logging.WARNING,
+                          error=str(exc))
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._resync)
+            except asyncio.TimeoutError:
+                pass
+
+    async def refill(self) -> None:
+        live = {p["metadata"]["name"] for p in self.pods.store.values()}
+        self._claimed &= {n for n in live if is_warm(self.pods.store[n])}
+        for app, size in self.sizes.items():
+            pool = [p for p in self.pods.store.values() if is_warm(p)
+                    and p["metadata"]["labels"].get("application") == app]
+            for pod in pool:
+                state = read_pod(pod)
+                if state.phase == "failed":
+                    log_event(logger, "warm_pod_failed", level=logging.WARNING,
+                              pod_name=pod["metadata"]["name"], reason=state.reason)
+                    await self._delete(pod["metadata"]["name"])
+            healthy = sum(1 for p in pool if read_pod(p).phase != "failed"
+                          and p["metadata"]["name"] not in self._claimed)
+            missing = size - healthy - self._creating[app]
+            if missing > 0:
+                await asyncio.gather(*(self._create(app) for _ in range(missing)))
+
+    async def _create(self, app: str) -> None:
+        name = f"warm-{app}-{secrets.token_hex(4)}"
+        started = time.monotonic()
+        self._creating[app] += 1
+        try:
+            pod = await self.kube.create(PODS, objects.session_pod(
+                pod_name=name, application=app, settings=self.settings, user_id=None,
+                owner=None))
+            await self.kube.create(SECRETS, objects.agent_secret(
+                name, new_agent_token(), pod))
+        finally:
+            self._creating[app] -= 1
+        log_event(logger, "warm_pod_created", pod_name=name, application=app,
+                  duration_ms=round((time.monotonic() - started) * 1000))
+
+    async def _delete(self, name: str) -> None:
+        try:
+            await self.kube.delete(PODS, name)
+        except KubeError as exc:
+            if exc.status != 404:
+                raise

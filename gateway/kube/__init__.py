@@ -1,0 +1,1 @@
+"""Kubernetes plumbing shared by the kubernetes spawner and the session controller."""

@@ -1,0 +1,372 @@
+"""The local spawner: each session is a session agent process group on this machine.
+
+A session runs `python -m session_agent --xvfb --display :N --port P --launch <app>` under
+`supervisor.py`, which ends every process of the session when the session is deleted or the
+gateway dies (even by SIGKILL). Layout under --data-dir:
+
+    users/<user>/home/       the application's HOME (kept across sessions: the user's files)
+    sessions/<id>.log        the agent's JSON log lines (stderr), read for failure reasons
+
+Sessions do not survive the gateway: a stopping gateway terminates them, a killed one has
+them terminated by their supervisors, so a starting gateway has none to re-adopt. Users' homes
+stay. Resources in requests are recorded (logs, metrics) but not enforced locally.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import shlex
+import shutil
+import signal
+import socket
+import sys
+import time
+from collections.abc import Set
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from gateway.config import Config
+from gateway.logs import log_event
+from gateway.spawners import supervisor
+from gateway.spawners.base import (Phase, Session, SessionRequest, SessionTable, Spawner,
+                                   new_agent_token, new_session_id, utcnow)
+
+log = logging.getLogger("gateway.local-spawner")
+
+DISPLAYS = range(100, 1000)  # clear of the :0.. a desktop uses and of :99 in session images
+START_ATTEMPTS = 3
+LOG_RETENTION_S = 7 * 24 * 3600
+# An agent that exits at start with one of these in its last line lost a race for a display
+# number or port that was free when this spawner picked it: worth another try elsewhere.
+_CONFLICT = re.compile(r"display|port|in use|address", re.IGNORECASE)
+_SAFE_USER = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+# Plain lines that are errors: the agent's fatal line, the exception line of a traceback.
+_PLAIN_ERROR = re.compile(r"^(session_agent: error:|[A-Za-z_.]*(Error|Exception)\b)")
+
+
+class _Start(enum.Enum):
+    READY = "ready"
+    UNHEALTHY = "unhealthy"  # the agent runs but says why it cannot serve (its application died)
+    EXITED = "exited"
+    TIMEOUT = "timeout"
+
+
+def user_dir_name(user: str) -> str:
+    """A directory name for a user id; ids that are not already plain names get a hash suffix,
+    so that no two users share a home and no id can escape users/."""
+    if _SAFE_USER.match(user) and ".." not in user:
+        return user
+    slug = re.sub(r"[^A-Za-z0-9_.-]", "_", user)[:48].strip(".") or "user"
+    return f"{slug}-{hashlib.sha256(user.encode()).hexdigest()[:12]}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _display_taken(n: int) -> bool:
+    return os.path.exists(f"/tmp/.X11-unix/X{n}") or os.path.exists(f"/tmp/.X{n}-lock")
+
+
+def last_log_reason(path: Path) -> str:
+    """The most telling line at the end of a session log: the last error, else the last line.
+
+    The log holds the agent's JSON lines and, unparsed, whatever the application writes to
+    stderr (GIMP is chatty), so among plain lines only the agent's one-line fatal error and a
+    traceback's exception line count as errors."""
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 16384))
+            lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    errors: list[str] = []
+    last = ""
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if isinstance(entry, dict):
+            text = next((str(entry[k]) for k in ("message", "msg", "error") if entry.get(k)), line)
+            if entry.get("reason"):
+                text = f"{text}: {entry['reason']}"
+            if str(entry.get("level", "")).lower() in ("error", "critical", "fatal"):
+                errors.append(text)
+            last = text
+        elif _PLAIN_ERROR.match(line):
+            errors.append(line)
+            last = line
+    return (errors[-1] if errors else last or (lines[-1] if lines else ""))[:300]
+
+
+class LocalSpawner(Spawner):
+    name = "local"
+    worker_field = "process"
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._users_dir = config.data_dir / "users"
+        self._logs_dir = config.data_dir / "sessions"
+        self._table = SessionTable()
+        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._displays: dict[str, int] = {}  # session id -> reserved display number
+        self._lifecycles: dict[str, asyncio.Task[None]] = {}
+        self._terminations: dict[str, asyncio.Task[None]] = {}
+        self._http: aiohttp.ClientSession | None = None
+
+    # -- Spawner interface ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._users_dir.mkdir(parents=True, exist_ok=True)
+        self._logs_dir.mkdir(parents=True, exist_ok=True)
+        cutoff = time.time() - LOG_RETENTION_S
+        for old in self._logs_dir.glob("*.log"):
+            if old.stat().st_mtime < cutoff:
+                old.unlink(missing_ok=True)
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3))
+
+    async def close(self) -> None:
+        for session in self._table.list():
+            await self.delete(session.id)
+        await asyncio.gather(*self._terminations.values(), return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+
+    async def create(self, request: SessionRequest) -> Session:
+        session = Session(
+            id=new_session_id(), user=request.user, application=request.application,
+            phase=Phase.PENDING, created_at=utcnow(), message="waiting to start",
+            agent_token=new_agent_token(), resources=dict(request.resources),
+            timeout=request.timeout, tier=request.tier, node_type="local")
+        self._table.put(session)
+        self._lifecycles[session.id] = asyncio.create_task(self._guarded_lifecycle(session.id))
+        return session
+
+    async def delete(self, session_id: str) -> None:
+        session = self._table.get(session_id)
+        if session is None or session.phase is Phase.TERMINATING:
+            return
+        self._update(session_id, phase=Phase.TERMINATING, message="stopping")
+        self._terminations[session_id] = asyncio.create_task(self._terminate(session_id))
+
+    def get(self, session_id: str) -> Session | None:
+        return self._table.get(session_id)
+
+    def list(self, user: str | None = None) -> list[Session]:
+        return self._table.list(user)
+
+    def subscribe(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        return self._table.subscribe()
+
+    # -- one session's life --------------------------------------------------------------
+
+    def home_of(self, user: str) -> Path:
+        return self._users_dir / user_dir_name(user) / "home"
+
+    def _update(self, session_id: str, **changes: Any) -> Session | None:
+        session = self._table.get(session_id)
+        if session is None:
+            return None
+        session = replace(session, **changes)
+        self._table.put(session)
+        return session
+
+    async def _guarded_lifecycle(self, session_id: str) -> None:
+        """A bug here must fail its session with a reason, not leave it pending forever."""
+        try:
+            await self._lifecycle(session_id)
+        except Exception as exc:
+            log_event(log, "session_error", level=logging.ERROR, exc_info=True, session_id=session_id)
+            await self._fail(session_id, f"internal error: {exc!r}"[:300])
+
+    async def _lifecycle(self, session_id: str) -> None:
+        """Start the session, then watch it until it exits, idles out, or is cancelled."""
+        session = self._table.get(session_id)
+        assert session is not None
+        command = self._config.app_commands.get(session.application, "")
+        words = shlex.split(command)
+        if not words or shutil.which(words[0]) is None:
+            name = words[0] if words else "(none configured)"
+            await self._fail(session_id, f"{session.application} is not installed here "
+                                         f"(command {name!r} not found)")
+            return
+        log_path = self._logs_dir / f"{session_id}.log"
+        deadline = asyncio.get_running_loop().time() + self._config.start_timeout
+        tried: set[int] = set()  # displays that failed here: another program holds them
+        for attempt in range(1, START_ATTEMPTS + 1):
+            proc, url = await self._spawn(session, command, log_path, avoid=tried)
+            tried.add(self._displays[session_id])
+            outcome, reason = await self._wait_ready(proc, url, deadline)
+            if outcome is _Start.READY:
+                break
+            reason = reason or last_log_reason(log_path)
+            if outcome is _Start.TIMEOUT:
+                await self._fail(session_id, f"{session.application} did not start within "
+                                             f"{self._config.start_timeout:g} s"
+                                             + (f": {reason}" if reason else ""))
+                return
+            await self._stop_process(session_id)
+            if attempt == START_ATTEMPTS or not _CONFLICT.search(reason):
+                await self._fail(session_id, f"{session.application} could not start: "
+                                             f"{reason or f'the agent exited with code {proc.returncode}'}")
+                return
+            log_event(log, "session_start_retry", level=logging.WARNING, session_id=session_id,
+                      user_id=session.user, attempt=attempt, reason=reason)
+        started = self._update(session_id, phase=Phase.RUNNING, started_at=utcnow(),
+                               message=None, progress=1.0)
+        assert started is not None
+        await self._watch(started, proc, url, log_path)
+
+    async def _spawn(self, session: Session, command: str, log_path: Path,
+                     avoid: Set[int]) -> tuple[asyncio.subprocess.Process, str]:
+        display = self._reserve_display(session.id, avoid)
+        port = free_port()
+        home = self.home_of(session.user)
+        home.mkdir(parents=True, exist_ok=True)
+        agent = [*self._config.agent_command, "--xvfb", "--display", f":{display}",
+                 "--host", "127.0.0.1", "--port", str(port), "--launch", command]
+        if self._config.session_size:
+            agent += ["--size", self._config.session_size]
+        argv = [sys.executable, supervisor.__file__, "--parent", str(os.getpid()),
+                "--grace", str(self._config.stop_grace), "--", *agent]
+        with log_path.open("ab") as log_file:
+            # Shielded: if the session is deleted while the process is being created, the
+            # process must still be recorded so that it is stopped.
+            spawning = asyncio.ensure_future(asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                cwd=home, env=self._agent_env(session, home), start_new_session=True))
+            try:
+                proc = await asyncio.shield(spawning)
+            except asyncio.CancelledError:
+                self._procs[session.id] = await spawning
+                raise
+        self._procs[session.id] = proc
+        url = f"http://127.0.0.1:{port}"
+        self._update(session.id, endpoint=url, worker=str(proc.pid), progress=0.2,
+                     message=f"starting {session.application}")
+        log_event(log, "session_process_started", session_id=session.id, user_id=session.user,
+                  process=proc.pid, display=f":{display}", port=port, log=str(log_path))
+        return proc, url
+
+    def _agent_env(self, session: Session, home: Path) -> dict[str, str]:
+        # The application runs user-controlled code (plug-ins, scripts): it gets none of the
+        # gateway's secrets, and its own token only through the environment, not argv.
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("GATEWAY_") and k not in ("DISPLAY", "XAUTHORITY", "WAYLAND_DISPLAY")}
+        # The agent may run from a source tree rather than an installed package.
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
+                   XDG_DATA_HOME=str(home / ".local" / "share"), XDG_CACHE_HOME=str(home / ".cache"),
+                   AGENT_TOKEN=session.agent_token, SESSION_ID=session.id)
+        return env
+
+    def _reserve_display(self, session_id: str, avoid: Set[int] = frozenset()) -> int:
+        taken = set(self._displays.values()) | avoid
+        # A random starting point keeps two gateways on one machine from racing for the
+        # same numbers; a lost race is caught by the agent and retried.
+        start = random.randrange(len(DISPLAYS))
+        for i in range(len(DISPLAYS)):
+            n = DISPLAYS[(start + i) % len(DISPLAYS)]
+            if n not in taken and not _display_taken(n):
+                self._displays[session_id] = n
+                return n
+        raise RuntimeError("no free X display number")
+
+    async def _wait_ready(self, proc: asyncio.subprocess.Process, url: str,
+                          deadline: float) -> tuple[_Start, str]:
+        """Poll the agent's /health until it is 200 (ready), answers 503 (it started but its
+        application did not: the reason), exits, or the start deadline passes."""
+        assert self._http is not None
+        loop = asyncio.get_running_loop()
+        while (remaining := deadline - loop.time()) > 0:
+            try:
+                async with self._http.get(f"{url}/health",
+                                          timeout=aiohttp.ClientTimeout(total=min(2.0, remaining))) as r:
+                    if r.status == 200:
+                        return _Start.READY, ""
+                    body = await r.json(content_type=None)
+                    if isinstance(body, dict) and body.get("reason"):
+                        return _Start.UNHEALTHY, str(body["reason"])[:300]
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                pass  # not listening yet
+            try:
+                await asyncio.wait_for(proc.wait(), 0.1)
+                return _Start.EXITED, ""
+            except asyncio.TimeoutError:
+                pass
+        return _Start.TIMEOUT, ""
+
+    async def _watch(self, session: Session, proc: asyncio.subprocess.Process, url: str,
+                     log_path: Path) -> None:
+        """Until the agent exits (failed) or has had no viewer for `timeout` s (terminated)."""
+        last_viewer = time.monotonic()
+        while True:
+            try:
+                await asyncio.wait_for(proc.wait(), self._config.idle_check_interval)
+            except asyncio.TimeoutError:
+                pass
+            else:
+                reason = last_log_reason(log_path)
+                await self._fail(session.id, f"the session ended unexpectedly (exit code "
+                                             f"{proc.returncode})" + (f": {reason}" if reason else ""))
+                return
+            if await self._viewers(url):
+                last_viewer = time.monotonic()
+            elif time.monotonic() - last_viewer >= session.timeout:
+                log_event(log, "session_idle_timeout", session_id=session.id, user_id=session.user,
+                          timeout_s=session.timeout)
+                await self.delete(session.id)
+                return
+
+    async def _viewers(self, url: str) -> int:
+        """The agent's viewer count; an agent that does not answer counts as watched, so that
+        a busy agent is not taken for an idle one."""
+        assert self._http is not None
+        try:
+            async with self._http.get(f"{url}/health") as r:
+                body = await r.json(content_type=None)
+                return int(body.get("peers", 0)) if r.status == 200 else 1
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, TypeError, AttributeError):
+            return 1
+
+    async def _fail(self, session_id: str, message: str) -> None:
+        await self._stop_process(session_id)
+        self._update(session_id, phase=Phase.FAILED, message=message, endpoint=None)
+
+    async def _terminate(self, session_id: str) -> None:
+        lifecycle = self._lifecycles.pop(session_id, None)
+        if lifecycle is not None:
+            lifecycle.cancel()
+            await asyncio.gather(lifecycle, return_exceptions=True)
+        await self._stop_process(session_id)
+        self._table.remove(session_id)
+        self._terminations.pop(session_id, None)
+
+    async def _stop_process(self, session_id: str) -> None:
+        """SIGTERM to the supervisor (which gives the agent `stop_grace`, then SIGKILLs every
+        process of the session); SIGKILL to the whole group if even that does not end it."""
+        proc = self._procs.pop(session_id, None)
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), self._config.stop_grace + 10)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        self._displays.pop(session_id, None)

@@ -1,0 +1,129 @@
+"""`/streaming/{id}/…`: the viewer page and the WHEP proxy to that session's agent.
+
+The proxy adds the session's agent token (browsers never see it), rewrites the agent's
+`Location` into the gateway's URL space and adds the gateway's ICE servers (TURN REST
+credentials) as `Link` headers.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gateway.http import CLIENT, CONFIG, REGISTRY, json_error, user_of
+from gateway.logs import log_event
+from gateway.spawners.base import Phase, Route, Session
+from gateway.turn import ice_server_links
+
+log = logging.getLogger("gateway.whep-proxy")
+
+WEB = Path(__file__).parent / "web"
+_PEER = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
+AGENT_TIMEOUT = aiohttp.ClientTimeout(total=20, connect=5)
+# Response headers of the agent that mean something to a WHEP client.
+_PASSED = ("Content-Type", "ETag", "Link", "Accept-Patch", "Allow")
+
+routes = web.RouteTableDef()
+
+
+def _session(request: web.Request) -> Session | None:
+    return request.app[REGISTRY].get(user_of(request), request.match_info["id"])
+
+
+def _links(request: web.Request) -> list[str]:
+    c = request.app[CONFIG]
+    return ice_server_links(c.turn_urls, c.turn_secret, user_of(request).id, c.turn_ttl)
+
+
+@routes.get("/streaming/{id}")
+async def viewer_redirect(request: web.Request) -> web.Response:
+    raise web.HTTPMovedPermanently(f"/streaming/{quote(request.match_info['id'])}/")
+
+
+@routes.get("/streaming/{id}/")
+async def viewer(request: web.Request) -> web.StreamResponse:
+    if _session(request) is None:
+        return web.Response(status=404, content_type="text/html",
+                            text=(WEB / "notfound.html").read_text())
+    return web.FileResponse(WEB / "viewer.html", headers={"Cache-Control": "no-cache"})
+
+
+def _route(request: web.Request) -> Route | web.Response:
+    """The agent to talk to, or the error response for the browser."""
+    session = _session(request)
+    if session is None:
+        return json_error(404, "no such session")
+    route = request.app[REGISTRY].route(session)
+    if route is None:
+        if session.phase is Phase.PENDING:
+            return json_error(503, "the session is still starting", {"Retry-After": "1"})
+        return json_error(409, f"the session is {session.phase.value}"
+                               + (f": {session.message}" if session.message else ""))
+    return route
+
+
+async def _forward(request: web.Request, route: Route, method: str, path: str,
+                   body: bytes | None = None) -> web.Response:
+    headers = {"Authorization": f"Bearer {route.token}"}
+    if body is not None:
+        headers["Content-Type"] = request.headers.get("Content-Type", "")
+    session_id = request.match_info["id"]
+    try:
+        async with request.app[CLIENT].request(method, route.url + path, data=body, headers=headers,
+                                               timeout=AGENT_TIMEOUT) as upstream:
+            payload = await upstream.read()
+            status = upstream.status
+            out = CIMultiDict((k, v) for k, v in upstream.headers.items() if k in _PASSED)
+            location = upstream.headers.get("Location")
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        log_event(log, "agent_unreachable", level=logging.WARNING, session_id=session_id,
+                  user_id=user_of(request).id, error=repr(exc))
+        return json_error(502, "the session's agent did not answer")
+    if status == 401:  # the gateway's own credentials were refused: not the browser's fault
+        log_event(log, "agent_refused_token", level=logging.ERROR, session_id=session_id)
+        return json_error(502, "the session's agent refused the gateway")
+    if location:
+        peer = urlsplit(location).path.rstrip("/").rsplit("/", 1)[-1]
+        out["Location"] = f"/streaming/{quote(session_id)}/whep/{quote(peer)}"
+    return web.Response(status=status, body=payload, headers=out)
+
+
+@routes.options("/streaming/{id}/whep")
+async def whep_options(request: web.Request) -> web.Response:
+    """ICE servers before the offer is made (the WHEP client needs TURN to gather relays)."""
+    if _session(request) is None:
+        return json_error(404, "no such session")
+    headers = CIMultiDict([("Allow", "OPTIONS, POST")])
+    for link in _links(request):
+        headers.add("Link", link)
+    return web.Response(status=204, headers=headers)
+
+
+@routes.post("/streaming/{id}/whep")
+async def whep_offer(request: web.Request) -> web.Response:
+    route = _route(request)
+    if isinstance(route, web.Response):
+        return route
+    response = await _forward(request, route, "POST", "/whep", await request.read())
+    for link in _links(request):
+        response.headers.add("Link", link)
+    return response
+
+
+@routes.route("DELETE", "/streaming/{id}/whep/{peer}")
+@routes.route("PATCH", "/streaming/{id}/whep/{peer}")
+async def whep_peer(request: web.Request) -> web.Response:
+    peer = request.match_info["peer"]
+    if not _PEER.match(peer):
+        return json_error(404, "no such peer")
+    route = _route(request)
+    if isinstance(route, web.Response):
+        return route
+    body = await request.read() if request.method == "PATCH" else None
+    return await _forward(request, route, request.method, f"/whep/{peer}", body)

@@ -1,0 +1,58 @@
+// The stats overlay: fps, bitrate, RTT, packet loss, decode time, from getStats() once a second.
+
+export class StatsOverlay {
+  constructor(element) {
+    this.element = element;
+    this.previous = null;
+    this.timer = null;
+    this.pc = null;
+    this.pingRtt = null;
+  }
+
+  attach(pc) {
+    this.pc = pc;
+    this.previous = null;
+  }
+
+  toggle() {
+    this.element.hidden = !this.element.hidden;
+    if (this.element.hidden) {
+      clearInterval(this.timer);
+      this.timer = null;
+    } else {
+      this.timer = setInterval(() => this.sample(), 1000);
+      this.sample();
+    }
+  }
+
+  async sample() {
+    if (!this.pc) return;
+    let report;
+    try { report = await this.pc.getStats(); } catch { return; }
+    let video = null;
+    let pair = null;
+    report.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') video = s;
+      if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
+    });
+    if (!video) { this.element.textContent = 'no video yet'; return; }
+    const now = { t: video.timestamp, bytes: video.bytesReceived, lost: video.packetsLost,
+      received: video.packetsReceived, decodeTime: video.totalDecodeTime, decoded: video.framesDecoded };
+    const p = this.previous || now;
+    const dt = (now.t - p.t) / 1000 || 1;
+    const lost = now.lost - p.lost;
+    const total = lost + now.received - p.received;
+    const decodeMs = now.decoded > p.decoded ? ((now.decodeTime - p.decodeTime) / (now.decoded - p.decoded)) * 1000 : 0;
+    this.previous = now;
+    const rtt = pair && pair.currentRoundTripTime !== undefined ? `${(pair.currentRoundTripTime * 1000).toFixed(0)} ms` : '–';
+    this.element.textContent = [
+      `${video.frameWidth || '?'}×${video.frameHeight || '?'} ${video.decoderImplementation || ''}`,
+      `fps      ${(video.framesPerSecond || 0).toFixed(0)}`,
+      `bitrate  ${((now.bytes - p.bytes) * 8 / dt / 1e6).toFixed(2)} Mbit/s`,
+      `RTT      ${rtt}${this.pingRtt !== null ? ` (input ${this.pingRtt.toFixed(0)} ms)` : ''}`,
+      `loss     ${total > 0 ? ((lost / total) * 100).toFixed(1) : '0.0'} %`,
+      `decode   ${decodeMs.toFixed(1)} ms/frame`,
+      `frames   ${now.decoded} decoded, ${video.framesDropped || 0} dropped`,
+    ].join('\n');
+  }
+}

@@ -1,0 +1,208 @@
+// The viewer: WHEP video, input, local cursor, stats, reconnect with backoff, clear endings.
+import { endSession, getSession } from './api.js';
+import { LocalCursor } from './cursor.js';
+import { InputCapture } from './input.js';
+import { StatsOverlay } from './stats.js';
+import { WhepSession } from './whep.js';
+
+const MAX_BACKOFF_S = 30;
+const DISCONNECTED_GRACE_MS = 4000; // ICE often recovers from "disconnected" by itself
+const RESIZE_DEBOUNCE_MS = 300;
+const PING_INTERVAL_MS = 5000;
+
+const sessionId = decodeURIComponent(location.pathname.split('/')[2] || '');
+const endpoint = `/streaming/${encodeURIComponent(sessionId)}/whep`;
+const $ = (id) => document.getElementById(id);
+const screen = $('screen');
+const video = $('video');
+const badge = $('state');
+const overlay = $('overlay');
+const remoteResize = $('remote-resize');
+
+let whep = null;
+let attempt = 0;
+let reconnectTimer = null;
+let countdownTimer = null;
+let ended = false;
+let lastResize = '';
+
+const params = new URLSearchParams(location.search);
+remoteResize.checked = params.get('resize') !== '0' && localStorage.getItem('remote-resize') !== '0';
+
+function send(message) {
+  if (whep && whep.channel && whep.channel.readyState === 'open') whep.channel.send(JSON.stringify(message));
+}
+
+const input = new InputCapture(screen, send);
+const cursor = new LocalCursor(screen);
+const stats = new StatsOverlay($('stats'));
+input.attach();
+
+function setState(state, text) {
+  document.body.dataset.state = state;
+  badge.textContent = text;
+}
+
+function end(text, state = 'ended') {
+  ended = true;
+  clearTimeout(reconnectTimer);
+  clearInterval(countdownTimer);
+  if (whep) whep.close();
+  setState(state, state === 'failed' ? 'Failed' : 'Ended');
+  $('overlay-text').textContent = text;
+  overlay.hidden = false;
+}
+
+function retry(reason, seconds = Math.min(MAX_BACKOFF_S, 2 ** attempt)) {
+  if (ended) return;
+  attempt += 1;
+  if (whep) whep.close();
+  whep = null;
+  let left = Math.ceil(seconds);
+  const show = () => setState('reconnecting', `Reconnecting in ${left} s…${reason ? ` (${reason})` : ''}`);
+  show();
+  clearInterval(countdownTimer);
+  countdownTimer = setInterval(() => { left = Math.max(0, left - 1); show(); }, 1000);
+  clearTimeout(reconnectTimer);
+  reconnectTimer = setTimeout(connect, seconds * 1000);
+}
+
+// Before (re)connecting, ask the API what became of the session: it knows why better than ICE.
+async function sessionState() {
+  try {
+    const session = await getSession(sessionId);
+    if (session.phase === 'failed') return end(`The session failed: ${session.message || 'no reason given'}`, 'failed');
+    if (session.phase === 'terminating') return end('This session has been ended.');
+    return session.phase;
+  } catch (err) {
+    if (err.status === 404) return end('This session has ended. Your files are kept for next time.');
+    if (err.status === 401) return end(err.message, 'failed');
+    return retry(err.message);
+  }
+}
+
+async function connect() {
+  clearInterval(countdownTimer);
+  if (ended) return;
+  setState(attempt ? 'reconnecting' : 'connecting', 'Connecting…');
+  const phase = await sessionState();
+  if (phase === undefined) return;
+  if (phase === 'pending') {
+    setState('connecting', 'The session is starting…');
+    reconnectTimer = setTimeout(connect, 1000);
+    return;
+  }
+  const current = new WhepSession(endpoint);
+  whep = current;
+  try {
+    await current.connect((stream) => {
+      video.srcObject = stream;
+      video.play().catch(() => {});
+    });
+  } catch (err) {
+    if (current === whep) retry(err.message);
+    return;
+  }
+  const { pc, channel } = current;
+  stats.attach(pc);
+  channel.addEventListener('open', () => { lastResize = ''; sendResize(); });
+  channel.addEventListener('message', onMessage);
+  channel.addEventListener('close', () => { if (current === whep && !ended) retry('the connection closed'); });
+  pc.addEventListener('connectionstatechange', () => {
+    if (current !== whep) return;
+    if (pc.connectionState === 'connected') {
+      attempt = 0;
+      setState('connected', 'Connected');
+      screen.focus();
+    } else if (pc.connectionState === 'failed') {
+      retry('the connection failed');
+    } else if (pc.connectionState === 'disconnected') {
+      setState('reconnecting', 'Connection interrupted…');
+      setTimeout(() => {
+        if (current === whep && pc.connectionState === 'disconnected') retry('the connection was lost');
+      }, DISCONNECTED_GRACE_MS);
+    }
+  });
+}
+
+function setDisplay(width, height) {
+  if (width > 0 && height > 0) input.display = { width, height };
+}
+
+function onMessage(event) {
+  let message;
+  try { message = JSON.parse(event.data); } catch { return; }
+  switch (message.type) {
+    case 'resized': setDisplay(message.width, message.height); break;
+    case 'cursor': cursor.update(message); break;
+    case 'clipboard':
+      if (navigator.clipboard && typeof message.text === 'string') navigator.clipboard.writeText(message.text).catch(() => {});
+      break;
+    case 'pong': if (typeof message.t === 'number') stats.pingRtt = performance.now() - message.t; break;
+    case 'error': console.warn('agent:', message.message); break;
+    default: break;
+  }
+}
+
+// The picture's own size is the display's size (a `resized` message may say so sooner).
+video.addEventListener('resize', () => setDisplay(video.videoWidth, video.videoHeight));
+
+function sendResize() {
+  if (!remoteResize.checked) return;
+  const rect = screen.getBoundingClientRect();
+  const width = Math.max(2, Math.floor(rect.width / 2) * 2);
+  const height = Math.max(2, Math.floor(rect.height / 2) * 2);
+  if (`${width}x${height}` === lastResize) return;
+  lastResize = `${width}x${height}`;
+  send({ type: 'resize', width, height });
+}
+
+let resizeTimer = null;
+new ResizeObserver(() => {
+  clearTimeout(resizeTimer);
+  resizeTimer = setTimeout(sendResize, RESIZE_DEBOUNCE_MS);
+}).observe(screen);
+
+remoteResize.addEventListener('change', () => {
+  localStorage.setItem('remote-resize', remoteResize.checked ? '1' : '0');
+  lastResize = '';
+  sendResize();
+  screen.focus();
+});
+
+$('fullscreen').addEventListener('click', async () => {
+  if (document.fullscreenElement) {
+    await document.exitFullscreen();
+    return;
+  }
+  await document.documentElement.requestFullscreen();
+  // In fullscreen Chromium lets a page keep shortcuts such as Ctrl+W and Alt+Tab.
+  if (navigator.keyboard && navigator.keyboard.lock) navigator.keyboard.lock().catch(() => {});
+  screen.focus();
+});
+document.addEventListener('fullscreenchange', () => {
+  if (!document.fullscreenElement && navigator.keyboard && navigator.keyboard.unlock) navigator.keyboard.unlock();
+});
+$('pointer-lock').addEventListener('click', () => input.requestPointerLock());
+$('stats-toggle').addEventListener('click', () => { stats.toggle(); screen.focus(); });
+$('end').addEventListener('click', async () => {
+  if (!confirm('End this session? Your saved files are kept.')) return;
+  try {
+    await endSession(sessionId);
+    end('Session ended. Your files are kept for next time.');
+  } catch (err) {
+    setState(document.body.dataset.state, err.message);
+  }
+});
+
+setInterval(() => send({ type: 'ping', t: performance.now() }), PING_INTERVAL_MS);
+window.addEventListener('pagehide', () => { if (whep) whep.close(); });
+
+// For tests and debugging: what the page believes.
+window.viewer = {
+  get display() { return input.display; },
+  get state() { return document.body.dataset.state; },
+  get resource() { return whep && whep.resource; },
+};
+
+connect();

@@ -1,0 +1,253 @@
+"""deploy/ and the images, checked without a cluster or a Docker engine: the kustomize
+render validates strictly against the official schemas, the example Sessions against the
+CRD, pod templates against the restricted level; the Dockerfiles are parsed; the session
+entrypoint runs for real (outside a container)."""
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from dockerfile_parse import DockerfileParser
+
+from gateway.config import load_config
+from gateway.controller.settings import load_settings
+from tests.kube.kubelet import free_display, free_port
+from tests.kube.restricted import violations
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S = "1.32.0"
+# Kinds from other projects' CRDs: no official schema in kubernetes-validate.
+FOREIGN = {("networking.istio.io/v1", "Gateway"), ("networking.istio.io/v1", "VirtualService"),
+           ("snapshot.storage.k8s.io/v1", "VolumeSnapshotClass")}
+POD_TEMPLATE_KINDS = {"Deployment": ("spec", "template", "spec"),
+                      "CronJob": ("spec", "jobTemplate", "spec", "template", "spec")}
+
+
+def render(path: Path) -> list[dict]:
+    out = subprocess.run(["kubectl", "kustomize", str(path)], check=True, capture_output=True,
+                         text=True, timeout=120).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict]:
+    return render(DEPLOY)
+
+
+def pod_spec(doc: dict) -> dict:
+    node = doc
+    for key in POD_TEMPLATE_KINDS[doc["kind"]]:
+        node = node[key]
+    return node
+
+
+def test_every_built_in_kind_is_valid(rendered: list[dict]) -> None:
+    foreign = set()
+    for doc in rendered + render(DEPLOY / "optional" / "etcd-backup"):
+        try:
+            kubernetes_validate.validate(doc, K8S, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            foreign.add((doc["apiVersion"], doc["kind"]))
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']}: {exc.message}")
+    assert foreign == FOREIGN
+
+
+def test_everything_the_spec_lists_is_installed(rendered: list[dict]) -> None:
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in rendered}
+    for expected in [("CustomResourceDefinition", "sessions.streaming.platform"),
+                     ("Namespace", "gimp-streaming"), ("Deployment", "session-gateway"),
+                     ("Deployment", "session-controller"), ("Service", "session-gateway"),
+                     ("HorizontalPodAutoscaler", "session-gateway"),
+                     ("NetworkPolicy", "default-deny-all"), ("NetworkPolicy", "gimp-session"),
+                     ("Gateway", "gimp-streaming-gateway"), ("VirtualService", "gimp-streaming"),
+                     ("StorageClass", "ssd-user-storage"), ("StorageClass", "nvme-temp-storage"),
+                     ("VolumeSnapshotClass", "ebs-snapshots"), ("CronJob", "user-snapshots"),
+                     ("CronJob", "user-data-backup"), ("ConfigMap", "nvidia-time-slicing"),
+                     ("Deployment", "coturn"), ("Secret", "coturn-auth"),
+                     ("Role", "session-controller"), ("Role", "session-gateway")]:
+        assert expected in kinds
+
+
+def test_crd_has_status_subresource_and_printer_columns(rendered: list[dict]) -> None:
+    crd = next(d for d in rendered if d["kind"] == "CustomResourceDefinition")
+    version = crd["spec"]["versions"][0]
+    assert version["name"] == "v1" and version["subresources"] == {"status": {}}
+    columns = {c["name"] for c in version["additionalPrinterColumns"]}
+    assert {"User", "Application", "Phase", "Pod", "Age"} <= columns
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert spec["application"]["enum"] == ["gimp", "blender", "inkscape"]
+    assert {"userId", "resources", "storage", "timeout"} <= set(spec)
+
+
+def test_example_sessions_match_the_crd(rendered: list[dict]) -> None:
+    crd = next(d for d in rendered if d["kind"] == "CustomResourceDefinition")
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    examples = sorted((DEPLOY / "examples").glob("session-*.yaml"))
+    assert len(examples) >= 3
+    for path in examples:
+        jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+    bad = yaml.safe_load(examples[0].read_text())
+    bad["spec"]["resources"] = {"gpu": "0.25"}  # the design's fractional GPU
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+
+
+def test_namespace_enforces_restricted_and_every_pod_meets_it(rendered: list[dict]) -> None:
+    namespace = next(d for d in rendered if d["kind"] == "Namespace")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    templates = [d for d in rendered if d["kind"] in POD_TEMPLATE_KINDS]
+    assert {d["metadata"]["namespace"] for d in templates} == {"gimp-streaming"}
+    for doc in templates:
+        assert violations(pod_spec(doc)) == [], doc["metadata"]["name"]
+
+
+def test_rbac_is_least_privilege(rendered: list[dict]) -> None:
+    roles = {d["metadata"]["name"]: d for d in rendered if d["kind"] == "Role"}
+    assert not any(d["kind"] == "ClusterRole" for d in rendered)
+    gateway = {(r["resources"][0], v) for r in roles["session-gateway"]["rules"]
+               for v in r["verbs"]}
+    assert ("secrets", "create") not in gateway and ("pods", "create") not in gateway
+    assert ("sessions", "create") in gateway and ("secrets", "watch") in gateway
+    controller = {(res, v) for r in roles["session-controller"]["rules"]
+                  for res in r["resources"] for v in r["verbs"]}
+    for needed in [("pods", "create"), ("pods", "watch"), ("sessions/status", "patch"),
+                   ("leases", "update"), ("events", "create"), ("persistentvolumeclaims",
+                                                                 "create")]:
+        assert needed in controller
+    assert ("persistentvolumeclaims", "delete") not in controller  # users' data stays
+
+
+def test_session_pods_reachable_only_from_gateway_and_controller(rendered: list[dict]) -> None:
+    policies = {d["metadata"]["name"]: d["spec"] for d in rendered
+                if d["kind"] == "NetworkPolicy"}
+    assert policies["default-deny-all"] == {"podSelector": {}, "policyTypes": ["Ingress",
+                                                                               "Egress"]}
+    rule = policies["gimp-session"]["ingress"][0]
+    assert [p["port"] for p in rule["ports"]] == [6901]
+    sources = {p["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for p in rule["from"]}
+    assert sources == {"session-gateway", "session-controller"}
+
+
+def test_gpu_time_slicing_config(rendered: list[dict]) -> None:
+    config = next(d for d in rendered if d["metadata"]["name"] == "nvidia-time-slicing")
+    sharing = yaml.safe_load(config["data"]["any"])["sharing"]["timeSlicing"]
+    assert sharing["resources"] == [{"name": "nvidia.com/gpu", "replicas": 4}]
+
+
+def dockerfile(name: str) -> DockerfileParser:
+    with open(ROOT / name, "rb") as f:
+        return DockerfileParser(fileobj=io.BytesIO(f.read()))
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.gateway", "Dockerfile.session"])
+def test_dockerfiles(name: str) -> None:
+    parser = dockerfile(name)
+    assert parser.baseimage.startswith("debian:")
+    instructions = parser.structure
+    users = [i["value"] for i in instructions if i["instruction"] == "USER"]
+    assert users and users[-1].split(":")[0] == "1000"
+    for copy in (i["value"].split() for i in instructions if i["instruction"] == "COPY"):
+        for source in copy[:-1]:
+            assert (ROOT / source).exists(), f"{name}: COPY source {source} is missing"
+
+
+def test_session_image_contract() -> None:
+    parser = dockerfile("Dockerfile.session")
+    values = {i["instruction"]: i["value"] for i in parser.structure}
+    assert "6901" in values["EXPOSE"].split()
+    assert parser.envs["DISPLAY"] == ":99"
+    assert "session-entrypoint" in values["ENTRYPOINT"]
+    run = " ".join(i["value"] for i in parser.structure if i["instruction"] == "RUN")
+    for package in ("xvfb", "openbox", "${APPLICATION}"):
+        assert package in run
+
+
+@pytest.fixture
+def entrypoint_env(tmp_path: Path) -> dict[str, str]:
+    """The pod's environment, on this machine: python3 is this interpreter."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(sys.executable)
+    token = tmp_path / "token"
+    token.write_text("entry-token")
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "DISPLAY": f":{free_display()}", "AGENT_PORT": str(free_port()),
+            "AGENT_HOST": "127.0.0.1", "AGENT_TOKEN_FILE": str(token), "APPLICATION": "gimp",
+            "SESSION_LAUNCH": "sleep 3600", "SESSION_SIZE": "640x480", "MAX_SIZE": "1280x720"}
+
+
+async def test_entrypoint_runs_xvfb_and_the_agent_and_stops_cleanly(
+        entrypoint_env: dict[str, str]) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        str(DEPLOY / "session-entrypoint.sh"), env=entrypoint_env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        start_new_session=True)
+    base = f"http://127.0.0.1:{entrypoint_env['AGENT_PORT']}"
+    socket_path = Path(f"/tmp/.X11-unix/X{entrypoint_env['DISPLAY'][1:]}")
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with asyncio.timeout(90):
+                while True:
+                    assert proc.returncode is None, (await proc.stderr.read()).decode()
+                    try:
+                        async with http.get(f"{base}/health") as response:
+                            if response.status == 200:
+                                health = await response.json()
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.2)
+            assert health["display"] == entrypoint_env["DISPLAY"]
+            async with http.post(f"{base}/whep", data="v=0",
+                                 headers={"Content-Type": "application/sdp"}) as response:
+                assert response.status == 401  # the token file was honoured
+        assert socket_path.exists()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+        assert not socket_path.exists()  # Xvfb went with it
+    finally:
+        if proc.returncode is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"APPLICATION": "word"}, "unknown APPLICATION"),
+    ({"AGENT_TOKEN_FILE": "/nonexistent/token"}, "cannot read AGENT_TOKEN_FILE"),
+])
+def test_entrypoint_rejects_bad_settings(entrypoint_env: dict[str, str], change: dict,
+                                         message: str) -> None:
+    result = subprocess.run([str(DEPLOY / "session-entrypoint.sh")],
+                            env={**entrypoint_env, **change}, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 2 and message in result.stderr
+
+
+def container_env(doc: dict) -> dict[str, str]:
+    container = pod_spec(doc)["containers"][0]
+    return {e["name"]: e.get("value", "from-a-secret") for e in container.get("env", [])}
+
+
+def test_deployments_configure_what_they_mean_to(rendered: list[dict]) -> None:
+    """The manifests' flags and env parse with the programs' own configuration loaders."""
+    deployments = {d["metadata"]["name"]: d for d in rendered if d["kind"] == "Deployment"}
+    controller = deployments["session-controller"]
+    settings = load_settings([], container_env(controller))
+    assert settings.warm_pool == {"gimp": 2} and settings.cloud_storage
+    assert "{application}" in settings.pod.image
+    gateway = deployments["session-gateway"]
+    config = load_config(pod_spec(gateway)["containers"][0]["args"], container_env(gateway))
+    assert (config.spawner, config.auth, config.port) == ("kubernetes", "jwt", 8080)
+    assert config.turn_urls and config.turn_secret

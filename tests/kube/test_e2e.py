@@ -1,0 +1,65 @@
+"""End to end in Kubernetes mode: the gateway (kubernetes spawner, --controller) creates a
+Session, the controller makes its pod, the simulated kubelet runs a real session agent for
+it, and a real aiortc viewer gets video frames through the gateway's WHEP proxy."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from gateway.app import create_app
+from gateway.config import Config
+from gateway.controller.settings import ControllerSettings
+from gateway.kube.objects import PodSettings
+from gateway.spawners.kubernetes import KubernetesSpawner
+from tests.kube.conftest import NAMESPACE, eventually
+from tests.kube.fakeapi import FakeKube
+from tests.kube.kubelet import FakeKubelet, free_port
+from tests.whep_client import Viewer
+
+TOKEN = "e2e-token"
+
+
+async def test_browser_to_pod_through_the_gateway(api: FakeKube, kubeconfig: Path,
+                                                  aiohttp_client) -> None:
+    kubelet = FakeKubelet(api, agents=True)
+    try:
+        port = free_port()  # the "pod's" agent port on 127.0.0.1
+        config = Config(host="127.0.0.1", port=0, spawner="kubernetes", namespace=NAMESPACE,
+                        controller=True, token=TOKEN, start_timeout=120,
+                        idle_check_interval=1.0)
+        spawner = KubernetesSpawner(config, replace(
+            ControllerSettings(), pod=replace(PodSettings(), agent_port=port)))
+        client = await aiohttp_client(create_app(config, spawner))
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        response = await client.post("/api/sessions", json={"application": "gimp"},
+                                     headers=auth)
+        assert response.status == 201, await response.text()
+        session = await response.json()
+        assert session["phase"] == "pending"
+        sid = session["id"]
+        assert api.get("sessions", NAMESPACE, sid)["spec"]["userId"] == session["user"]
+
+        async def phase() -> str:
+            got = await client.get(f"/api/sessions/{sid}", headers=auth)
+            return (await got.json())["phase"]
+
+        await eventually(lambda: spawner.route(sid), timeout=120)
+        assert await phase() == "running"
+        pod = api.get("pods", NAMESPACE, sid)
+        assert pod["status"]["phase"] == "Running"
+
+        viewer = Viewer(str(client.make_url("/")), token=TOKEN)
+        await viewer.connect(f"/streaming/{sid}/whep")
+        try:
+            assert viewer.location.startswith(f"/streaming/{sid}/whep/")
+            frame = await viewer.wait_for(lambda f: f.width > 0 and f.height > 0, timeout=60)
+            await viewer.wait_for(lambda f: viewer.frames >= 3 and f is not frame, timeout=60)
+        finally:
+            await viewer.close()
+
+        deleted = await client.delete(f"/api/sessions/{sid}", headers=auth)
+        assert deleted.status == 202
+        await eventually(lambda: api.get("sessions", NAMESPACE, sid) is None, timeout=60)
+        assert sid in kubelet.stopped and not kubelet.processes  # agent stopped gracefully
+    finally:
+        await kubelet.close()
