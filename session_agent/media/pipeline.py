@@ -8,6 +8,7 @@ asyncio loop with call_soon_threadsafe and from there to every subscribed track.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import threading
 import time
@@ -32,6 +33,18 @@ CONVERGED_BYTES = 600
 KEYFRAME_DEBOUNCE_S = 0.25
 
 Subscriber = Callable[[av.Packet], None]
+
+try:
+    _libc = ctypes.CDLL("libc.so.6")
+except OSError:  # not glibc
+    _libc = None
+
+
+def _trim_heap() -> None:
+    """Return the freed megabyte-sized frame buffers to the OS. glibc keeps them on the heap
+    for reuse, which is what we want while the screen moves, not once it is still."""
+    if _libc is not None:
+        _libc.malloc_trim(0)
 
 
 class MediaPipeline:
@@ -157,7 +170,8 @@ class MediaPipeline:
                 if self._dirty or settle_due or key_due or refresh_due:
                     wait = state["last"] + self.min_interval - now
                     if wait <= 0:
-                        capture = self._dirty or settle_due or refresh_due
+                        # DAMAGE reports every change, so a refresh re-encodes the last frame.
+                        capture = self._dirty or settle_due
                         changed = self._dirty
                         self._dirty = False
                         if key_due:
@@ -222,6 +236,8 @@ class MediaPipeline:
                     state["settle"] = SETTLE_FRAMES
                 elif state["settle"] > 0:
                     state["settle"] = 0 if largest < CONVERGED_BYTES else state["settle"] - 1
+                    if state["settle"] == 0:
+                        _trim_heap()  # the screen went still: hand the frame buffers back
                 state["settle_at"] = finished + self.min_interval
         except DisplayGone as exc:
             self._lost(str(exc))
