@@ -20,7 +20,7 @@ from Xlib.protocol import event as xevent
 
 from session_agent.display.cursor import CursorWatcher
 from session_agent.display.randr import screen_size, set_screen_size
-from session_agent.display.windows import refit_fullscreen_windows
+from session_agent.display.windows import MaximizeKeeper, refit_fullscreen_windows
 from session_agent.display.xevents import is_extension_event
 from session_agent.input.channel import InputChannel, Send
 from session_agent.input.clipboard import Clipboard
@@ -56,6 +56,7 @@ class InputSession:
         self.injector = Injector(d)
         self._clipboard = Clipboard(d, self._on_copy)
         self._cursor = CursorWatcher(d)
+        self._windows = MaximizeKeeper(d)
         d.screen().root.xrandr_select_input(randr.RRScreenChangeNotifyMask)
         self.size = screen_size(d)
         self._cursor.read()
@@ -146,6 +147,7 @@ class InputSession:
         elif is_extension_event(self._d, ev, "ScreenChangeNotify"):
             self._size_changed(screen_size(self._d))
         else:
+            self._windows.handle(ev)
             self._clipboard.handle(ev)
             cursor = self._cursor.handle(ev)
             if cursor is not None:
