@@ -109,6 +109,7 @@ async def main(count: int, workers: int) -> dict[str, object]:
             "route_lookup_ns_at_10": round(route_ns(spawner, ids[:10]), 1),
             "route_lookup_ns_at_1000": round(route_ns(spawner, ids), 1),
         }
+        result["route_lookup_1000_over_10"] = round(result["route_lookup_ns_at_1000"] / result["route_lookup_ns_at_10"], 3)
         await spawner.close()
         await controller.stop()
         await client.close()

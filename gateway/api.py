@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import openapi
 from gateway.http import CONFIG, REGISTRY, json_error, user_of
 from gateway.sessions import LimitError
 from gateway.spawners.base import APPLICATIONS, Phase, Session, SpawnerError
@@ -72,6 +73,12 @@ async def applications(request: web.Request) -> web.Response:
         {"name": app, "available": available(config.app_commands.get(app, ""))} for app in APPLICATIONS]})
 
 
+@routes.get("/api/openapi.json")
+async def openapi_description(request: web.Request) -> web.Response:
+    """This API's OpenAPI description; public, as it says nothing the source does not."""
+    return web.json_response(openapi.spec(request.app[CONFIG]))
+
+
 @routes.post("/api/sessions")
 async def create_session(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
@@ -84,7 +91,7 @@ async def create_session(request: web.Request) -> web.Response:
         session, created = await request.app[REGISTRY].create(
             user_of(request), application, resources, timeout)
     except LimitError as exc:
-        headers = {"Retry-After": "30"} if exc.status == 429 else None
+        headers = {"Retry-After": str(exc.retry_after)} if exc.status == 429 else None
         return json_error(exc.status, str(exc), headers)
     except SpawnerError as exc:
         return json_error(503, f"sessions cannot be started right now: {exc}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 import time
@@ -25,7 +26,7 @@ from gateway.spawners.local import LocalSpawner
 
 WEB = Path(__file__).parent / "web"
 _PAGE = re.compile(r"^/(streaming/[^/]+/)?$")  # the launcher and the viewer pages
-_PUBLIC = ("/health", "/metrics", "/static/")
+_PUBLIC = ("/health", "/metrics", "/static/", "/api/openapi.json")
 COOKIE_MAX_AGE = 30 * 24 * 3600
 
 http_log = logging.getLogger("gateway.http")
@@ -67,6 +68,20 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
                   duration_ms=round(elapsed * 1000, 2), user_id=user.id if user else None)
 
 
+async def static_file(request: web.Request) -> web.FileResponse:
+    """A file of the web client. aiohttp's static route answers a missing file with an empty
+    404 after the middlewares ran; this keeps the SPEC's JSON errors and refuses anything
+    that is not a plain file directly in the folder (no symlinks, no '..')."""
+    folder = WEB.resolve()
+    try:
+        path = folder / request.match_info["filename"]
+        if path.resolve() != path or path.parent != folder or not path.is_file():
+            raise web.HTTPNotFound()
+    except (ValueError, OSError):  # NUL bytes, names too long
+        raise web.HTTPNotFound() from None
+    return web.FileResponse(path)
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error as the SPEC's JSON body; an unexpected exception is a 500, never a crash."""
@@ -82,6 +97,59 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         http_log.exception("unexpected error on %s %s", request.method, request.path)
         return json_error(500, "internal error")
+
+
+_CORS_PREFLIGHT = {
+    "Access-Control-Allow-Methods": "GET, POST, DELETE, PATCH, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
+    "Access-Control-Max-Age": "600",
+}
+
+
+def _allowed_origin(request: web.BaseRequest) -> str | None:
+    origin = request.headers.get("Origin")
+    return origin if origin is not None and origin in request.app[CONFIG].cors_origins else None
+
+
+@web.middleware
+async def cors_preflight(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Preflights carry no credentials, so they are answered before `authenticate`; only for a
+    configured origin (anyone else gets the normal, credential-checked response: no CORS)."""
+    origin = _allowed_origin(request)
+    if (origin is not None and request.method == "OPTIONS"
+            and "Access-Control-Request-Method" in request.headers):
+        return web.Response(status=204, headers=_CORS_PREFLIGHT)
+    return await handler(request)
+
+
+async def _cors_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """On every response (errors and streams too): allow a configured origin, nobody else.
+    No Allow-Credentials: the cookie is SameSite=Strict, cross-origin callers send a bearer token."""
+    if not request.app[CONFIG].cors_origins:
+        return
+    response.headers.add("Vary", "Origin")
+    origin = _allowed_origin(request)
+    if origin is not None:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = "Location, Link, ETag, Retry-After"
+
+
+def _behind_tls(request: web.Request) -> bool:
+    """TLS to the browser: our own, the setting, or X-Forwarded-Proto from a trusted proxy
+    (anyone else could send the header, so it is ignored from other peers)."""
+    config = request.app[CONFIG]
+    if request.secure or config.secure_cookies:
+        return True
+    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    if proto != "https" or not config.trusted_proxies or request.remote is None:
+        return False
+    try:
+        peer = ipaddress.ip_address(request.remote)
+    except ValueError:  # a Unix socket: no address to trust
+        return False
+    if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
+        peer = peer.ipv4_mapped  # an IPv4 proxy seen by a gateway listening on ::
+    return any(peer in ipaddress.ip_network(n) for n in config.trusted_proxies)
 
 
 @web.middleware
@@ -111,7 +179,7 @@ def _token_login(request: web.Request, auth: Authenticator) -> web.StreamRespons
     response = web.Response(status=303, headers={
         "Location": request.path + (f"?{urlencode(rest)}" if rest else ""), "Cache-Control": "no-store"})
     response.set_cookie(COOKIE, credential, httponly=True, samesite="Strict", path="/",
-                        secure=request.secure, max_age=COOKIE_MAX_AGE)
+                        secure=_behind_tls(request), max_age=COOKIE_MAX_AGE)
     return response
 
 
@@ -132,7 +200,8 @@ async def metrics(request: web.Request) -> web.Response:
 def create_app(config: Config, spawner: Spawner | None = None) -> web.Application:
     """The gateway. `spawner` defaults to the one `config` names; the benchmarks pass their own."""
     spawner = spawner or make_spawner(config)
-    app = web.Application(middlewares=[observe, errors, authenticate])
+    app = web.Application(middlewares=[observe, errors, cors_preflight, authenticate])
+    app.on_response_prepare.append(_cors_headers)
     app[CONFIG] = config
     app[AUTH] = Authenticator(config)
     app[METRICS] = Metrics(spawner, config.region)
@@ -142,7 +211,7 @@ def create_app(config: Config, spawner: Spawner | None = None) -> web.Applicatio
     app.router.add_get("/", launcher)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
-    app.router.add_static("/static/", WEB, append_version=False)
+    app.router.add_get("/static/{filename}", static_file)
     app.router.add_routes(api.routes)
     app.router.add_routes(streaming.routes)
     app.cleanup_ctx.append(_lifetime)

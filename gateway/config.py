@@ -6,6 +6,7 @@ either; everything else receives a `Config`.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import secrets
 import shlex
@@ -50,6 +51,13 @@ class Config:
     turn_secret: str = ""
     turn_ttl: int = 24 * 3600
     log_level: str = "info"
+    # Browser origins (scheme://host[:port]) allowed to call the API cross-origin; none: same-origin only.
+    cors_origins: tuple[str, ...] = ()
+    # Peers whose X-Forwarded-Proto is believed (CIDRs): the TLS-terminating proxy.
+    trusted_proxies: tuple[str, ...] = ()
+    secure_cookies: bool = False  # mark the auth cookie Secure whatever the request says
+    create_limit: int = 10  # session creations per user per create_window seconds; 0: no limit
+    create_window: float = 60.0
 
     @property
     def public_url(self) -> str:
@@ -125,7 +133,36 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                    help="[GATEWAY_TURN_TTL] lifetime of TURN credentials, seconds")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                    default=e("LOG_LEVEL", d.log_level), help="[GATEWAY_LOG_LEVEL]")
+    p.add_argument("--cors-origins", default=e("CORS_ORIGINS", ""),
+                   help="[GATEWAY_CORS_ORIGINS] comma-separated origins (https://app.example.com) "
+                        "allowed to call the gateway from another origin; default none")
+    p.add_argument("--trusted-proxies", default=e("TRUSTED_PROXIES", ""),
+                   help="[GATEWAY_TRUSTED_PROXIES] comma-separated addresses/CIDRs whose "
+                        "X-Forwarded-Proto is trusted (cookies become Secure behind TLS)")
+    p.add_argument("--secure-cookies", action="store_true",
+                   default=_env_bool(str(e("SECURE_COOKIES", ""))),
+                   help="[GATEWAY_SECURE_COOKIES] always mark the auth cookie Secure")
+    p.add_argument("--create-limit", type=int, default=e("CREATE_LIMIT", d.create_limit),
+                   help="[GATEWAY_CREATE_LIMIT] sessions a user may create per --create-window "
+                        "(then 429 with Retry-After); 0 turns the limit off")
+    p.add_argument("--create-window", type=float, default=e("CREATE_WINDOW", d.create_window),
+                   help="[GATEWAY_CREATE_WINDOW] seconds of the --create-limit window")
     return p
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    """Exact origins only: a wildcard would let any site drive a user's sessions."""
+    origins = tuple(o.strip().rstrip("/") for o in text.split(",") if o.strip())
+    for origin in origins:
+        scheme, sep, host = origin.partition("://")
+        if scheme not in ("http", "https") or not sep or not host or "/" in host or "*" in host:
+            raise ValueError(f"{origin!r} is not an origin such as https://app.example.com")
+    return origins
+
+
+def _networks(text: str) -> tuple[str, ...]:
+    return tuple(str(ipaddress.ip_network(n.strip(), strict=False))
+                 for n in text.split(",") if n.strip())
 
 
 def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -136,10 +173,10 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     # argparse applies `type` to string defaults only, so env values that are numbers are
     # converted here again, through the parser's own error path.
     try:
-        for name in ("start_timeout", "stop_grace", "idle_check_interval"):
+        for name in ("start_timeout", "stop_grace", "idle_check_interval", "create_window"):
             setattr(a, name, float(getattr(a, name)))
         for name in ("port", "max_sessions_per_user", "max_sessions_total", "default_timeout",
-                     "max_timeout", "turn_ttl"):
+                     "max_timeout", "turn_ttl", "create_limit"):
             setattr(a, name, int(getattr(a, name)))
     except ValueError as exc:
         parser.error(f"invalid number: {exc}")
@@ -157,6 +194,13 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         parser.error(f"a command cannot be parsed: {exc}")
     if not agent_command:
         parser.error("--agent-command is empty")
+    try:
+        cors_origins = _origins(a.cors_origins)
+        trusted_proxies = _networks(a.trusted_proxies)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if a.create_limit < 0 or a.create_window <= 0:
+        parser.error("--create-limit must be 0 or more and --create-window positive")
     turn_urls = tuple(u.strip() for u in a.turn_urls.split(",") if u.strip())
     if turn_urls and not a.turn_secret:
         parser.error("--turn-urls needs --turn-secret (GATEWAY_TURN_SECRET)")
@@ -172,4 +216,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         app_commands={app: getattr(a, f"app_{app}") for app in APPLICATIONS},
         session_size=a.session_size or None, turn_urls=turn_urls, turn_secret=a.turn_secret,
         turn_ttl=a.turn_ttl, log_level=a.log_level,
+        cors_origins=cors_origins, trusted_proxies=trusted_proxies,
+        secure_cookies=bool(a.secure_cookies), create_limit=a.create_limit,
+        create_window=a.create_window,
     )

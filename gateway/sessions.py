@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -22,9 +25,40 @@ log = logging.getLogger("gateway.session-manager")
 
 
 class LimitError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: int = 30) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after  # seconds, for the 429's Retry-After
+
+
+class CreateRateLimit:
+    """At most `limit` creations per user in any `window` seconds (a sliding window): each
+    creation costs a pod or an X server, so a script must not be able to churn them."""
+
+    def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._limit = limit
+        self._window = window
+        self._clock = clock
+        self._times: dict[str, deque[float]] = {}
+
+    def retry_after(self, user_id: str) -> int:
+        """0 when `user_id` may create now, else the whole seconds until they may."""
+        if self._limit <= 0:
+            return 0
+        now = self._clock()
+        times = self._times.get(user_id)
+        while times and times[0] <= now - self._window:
+            times.popleft()
+        if not times:
+            self._times.pop(user_id, None)  # forget idle users: the table stays small
+            return 0
+        if len(times) < self._limit:
+            return 0
+        return max(1, math.ceil(times[0] + self._window - now))
+
+    def record(self, user_id: str) -> None:
+        if self._limit > 0:
+            self._times.setdefault(user_id, deque()).append(self._clock())
 
 
 class SessionRegistry:
@@ -35,6 +69,7 @@ class SessionRegistry:
         # One lock for every create: the checks (existing session, limits) and the create must
         # not interleave, or a double click would start two sessions.
         self._create_lock = asyncio.Lock()
+        self._rate = CreateRateLimit(config.create_limit, config.create_window)
 
     async def create(self, user: User, application: str, resources: dict[str, str],
                      timeout: int | None) -> tuple[Session, bool]:
@@ -54,6 +89,12 @@ class SessionRegistry:
             if sum(s.active for s in self.spawner.list()) >= self._config.max_sessions_total:
                 raise LimitError(429, "the server is at its limit of "
                                       f"{self._config.max_sessions_total} sessions: try again later")
+            # Only real creations count: asking again for a running session is free.
+            wait = self._rate.retry_after(user.id)
+            if wait:
+                raise LimitError(429, "too many sessions started: try again in "
+                                      f"{wait} s", retry_after=wait)
+            self._rate.record(user.id)
             session = await self.spawner.create(SessionRequest(
                 user=user.id, application=application, resources=resources,
                 timeout=timeout or self._config.default_timeout, tier=user.tier))

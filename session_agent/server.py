@@ -48,6 +48,11 @@ async def _cors_and_errors(request: web.Request, handler):
         if exc.status >= 400 and exc.content_type != "application/json":
             return _error(exc.status, exc.reason, **{k: v for k, v in exc.headers.items() if k == "Allow"})
         raise
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:  # a bug must cost one request, never the agent
+        log.exception("unexpected error", extra={"action": "http_error"})
+        return _error(500, "internal error")
     if request.path.startswith("/whep"):
         response.headers.update({k: v for k, v in CORS.items() if k not in response.headers})
     return response

@@ -15,13 +15,21 @@ from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket, unpack_remb_fci
 
 from .input.channel import InputChannel
-from .media.negotiation import OfferError, choose_codec, codec_preferences, validate_offer, video_codecs
+from .media.negotiation import (OfferError, choose_codec, codec_preferences, validate_offer, video_codecs,
+                                with_default_directions)
 from .media.pipeline import MediaPipeline
 from .media.track import EncodedVideoTrack
 
 log = logging.getLogger(__name__)
 
 ChannelFactory = Callable[[Callable[[dict[str, Any]], None]], InputChannel]
+
+# A viewer that vanished without a DELETE (tab or browser killed, network gone) sends nothing
+# more. A live one sends RTCP receiver reports about every second (RFC 3550 allows 5 s), and
+# ICE consent freshness alone would notice the silence only after 30 s, with whatever the
+# viewer held (keys, buttons) still pressed and the session counted as watched. A connected
+# peer silent this long is ended; a viewer that comes back reconnects.
+PEER_SILENCE_S = 10.0
 
 
 class PeerLimit(Exception):
@@ -34,6 +42,7 @@ class Peer:
     pc: RTCPeerConnection
     track: EncodedVideoTrack
     channels: list[InputChannel] = field(default_factory=list)
+    heard: float = field(default_factory=time.monotonic)  # when it last sent RTCP or a message
 
 
 def restrict_ice_addresses(addresses: tuple[str, ...]) -> None:
@@ -52,6 +61,7 @@ class PeerManager:
         self.channel_factory = channel_factory
         self.peers: dict[str, Peer] = {}
         self._pending = 0  # offers being answered count against the limit too
+        self._reaper: asyncio.Task[None] | None = None
 
     async def create(self, offer_sdp: str) -> tuple[str, str]:
         """Answer an offer; returns (peer id, answer SDP). Raises OfferError or PeerLimit."""
@@ -70,14 +80,16 @@ class PeerManager:
             transceiver = pc.addTransceiver(track, direction="sendonly")
             transceiver.setCodecPreferences(codec_preferences(chosen.name))
             try:
-                await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+                await pc.setRemoteDescription(
+                    RTCSessionDescription(sdp=with_default_directions(offer_sdp), type="offer"))
+                answer = await pc.createAnswer()
             except Exception as exc:  # aiortc raises ValueError/OperationError/… for bad SDP
                 raise OfferError(f"offer rejected: {exc}") from exc
             peer = Peer(peer_id, pc, track)
             self._hook_rtcp(peer_id, transceiver.sender)
             pc.on("datachannel", lambda channel: self._on_datachannel(peer, channel))
             pc.on("connectionstatechange", lambda: self._on_state(peer))
-            await pc.setLocalDescription(await pc.createAnswer())
+            await pc.setLocalDescription(answer)
         except BaseException:
             if track is not None:
                 track.stop()
@@ -87,6 +99,8 @@ class PeerManager:
             self._pending -= 1
         self.peers[peer_id] = peer
         self.metrics.peers.set(len(self.peers))
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.ensure_future(self._reap_silent())
         log.info("peer connected", extra={"action": "peer_created", "peer": peer_id,
                                           "encoder": self.pipeline.encoder_for(chosen.name),
                                           "duration_ms": round((time.monotonic() - started) * 1000, 1)})
@@ -98,6 +112,8 @@ class PeerManager:
         pipeline = self.pipeline
 
         async def handle(packet) -> None:
+            if peer_id in self.peers:
+                self.peers[peer_id].heard = time.monotonic()
             if isinstance(packet, RtcpPsfbPacket):
                 if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
                     pipeline.request_keyframe()
@@ -121,12 +137,27 @@ class PeerManager:
 
         handler = self.channel_factory(send)
         peer.channels.append(handler)
-        channel.on("message", handler.on_message)
+
+        def on_message(message) -> None:
+            peer.heard = time.monotonic()
+            handler.on_message(message)
+
+        channel.on("message", on_message)
         channel.on("close", handler.close)
 
     def _on_state(self, peer: Peer) -> None:
+        if peer.pc.connectionState == "connected":
+            peer.heard = time.monotonic()  # the silence clock starts once media can flow
         if peer.pc.connectionState in ("failed", "closed") and peer.id in self.peers:
             asyncio.ensure_future(self.delete(peer.id, reason=peer.pc.connectionState))
+
+    async def _reap_silent(self) -> None:
+        while self.peers:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for peer in list(self.peers.values()):
+                if peer.pc.connectionState == "connected" and now - peer.heard > PEER_SILENCE_S:
+                    await self.delete(peer.id, reason="silent")
 
     async def delete(self, peer_id: str, reason: str = "deleted") -> bool:
         peer = self.peers.pop(peer_id, None)
@@ -141,11 +172,14 @@ class PeerManager:
         for handler in peer.channels:
             handler.close()  # release whatever this viewer still held down
         peer.track.stop()
-        await peer.pc.close()
+        # Logged before the close handshake: from here on the peer is gone for everyone.
         log.info("peer gone", extra={"action": "peer_deleted", "peer": peer_id, "reason": reason})
+        await peer.pc.close()
         return True
 
     async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
         await asyncio.gather(*(self.delete(pid, reason="shutdown") for pid in list(self.peers)))
 
     async def update_stats(self) -> None:

@@ -199,9 +199,17 @@ class Reconciler:
         name = meta["name"]
         state = read_pod(pod)
         if state.phase == "pending":
-            created = parse_time(meta.get("creationTimestamp"))
-            if created is not None:
-                waited = (datetime.now(timezone.utc) - created).total_seconds()
+            since = parse_time(meta.get("creationTimestamp"))
+            if status.get("startTime"):
+                # It ran already (a restarted container, a failing readiness probe): the start
+                # timeout counts from when it stopped being ready, not from its creation.
+                ready = next((c for c in status.get("conditions") or []
+                              if c.get("type") == "Ready"), {})
+                since = (ready.get("status") == "False"
+                         and parse_time(ready.get("lastTransitionTime"))
+                         or datetime.now(timezone.utc))
+            if since is not None:
+                waited = (datetime.now(timezone.utc) - since).total_seconds()
                 left = self.settings.start_timeout - waited
                 if left <= 0:
                     await self._fail(session, "StartTimeout",

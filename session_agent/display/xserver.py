@@ -20,6 +20,9 @@ from .windows import has_window_manager
 log = logging.getLogger(__name__)
 
 
+SECRET_ENV = ("AGENT_TOKEN", "AGENT_TOKEN_FILE")
+
+
 class XServerError(Exception):
     pass
 
@@ -46,7 +49,10 @@ class XSession:
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
     def _spawn(self, name: str, argv: list[str], **kwargs) -> subprocess.Popen:
-        env = dict(os.environ, DISPLAY=self.display)
+        # The application runs the user's plug-ins and scripts: it must not learn the bearer
+        # token that guards this session's stream (nor where the pod keeps it).
+        env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+        env["DISPLAY"] = self.display
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, preexec_fn=_child_setup,
                                 start_new_session=True, **kwargs)
         self.procs.append((name, proc))

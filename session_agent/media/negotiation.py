@@ -77,6 +77,30 @@ def codec_preferences(codec: str) -> list[RTCRtpCodecCapability]:
     return chosen + [c for c in caps if c.mimeType.lower() == "video/rtx"]
 
 
+_DIRECTIONS = ("a=sendrecv", "a=recvonly", "a=sendonly", "a=inactive")
+
+
+def with_default_directions(sdp: str) -> str:
+    """The offer with `a=sendrecv` on each media section that names no direction: the SDP
+    default (RFC 4566), which aiortc does not apply itself."""
+    eol = "\r\n" if "\r\n" in sdp else "\n"
+    out: list[str] = []
+    section: list[str] = []
+
+    def flush() -> None:
+        if section and section[0].startswith("m=") and not any(l.startswith(_DIRECTIONS) for l in section):
+            section.insert(1, "a=sendrecv")
+        out.extend(section)
+
+    for line in sdp.split(eol):
+        if line.startswith("m="):
+            flush()
+            section = []
+        section.append(line)
+    flush()
+    return eol.join(out)
+
+
 def validate_offer(sdp: str) -> None:
     """Reject what is plainly not an SDP offer for receiving video, with a reason."""
     if not sdp.strip():

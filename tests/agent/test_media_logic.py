@@ -8,7 +8,7 @@ from session_agent.config import parse_args
 from session_agent.media.bitrate import BitrateController
 from session_agent.media.encoder import NVENC, VP8, X264, VideoEncoder, encoder_options, probe
 from session_agent.media.negotiation import (OfferError, choose_codec, codec_preferences, validate_offer,
-                                             video_codecs)
+                                             video_codecs, with_default_directions)
 
 OFFER = "\r\n".join([
     "v=0", "o=- 1 1 IN IP4 0.0.0.0", "s=-", "t=0 0",
@@ -138,3 +138,10 @@ def test_config_env_equivalents(monkeypatch):
     assert (config.width, config.height) == (1280, 720)  # evened for 4:2:0
     assert config.ice_addresses == ("127.0.0.1", "::1")
     assert parse_args(["--token", "flag"]).token == "flag"
+
+
+def test_media_sections_without_a_direction_get_the_sdp_default():
+    sdp = "v=0\r\ns=-\r\nm=video 9 UDP 96\r\na=rtpmap:96 VP8/90000\r\nm=application 9 DTLS 5000\r\na=recvonly\r\n"
+    assert with_default_directions(sdp).split("\r\n") == [
+        "v=0", "s=-", "m=video 9 UDP 96", "a=sendrecv", "a=rtpmap:96 VP8/90000",
+        "m=application 9 DTLS 5000", "a=recvonly", ""]

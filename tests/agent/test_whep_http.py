@@ -132,3 +132,15 @@ async def test_unknown_path_is_json_404(agent):
     async with aiohttp.ClientSession() as http:
         async with http.get(agent.url + "/nope") as r:
             assert r.status == 404 and "error" in await r.json()
+
+
+async def test_offer_without_direction_attributes_is_answered(agent):
+    """SDP's default direction is sendrecv; a player that leaves it out still gets video."""
+    strip = lambda sdp: "\r\n".join(l for l in sdp.split("\r\n") if l not in ("a=recvonly", "a=sendrecv"))
+    viewer = Viewer(agent.url, token=agent.token, offer_filter=strip)
+    await viewer.connect()
+    try:
+        fill_root(agent.display, (0, 90, 200))
+        await viewer.wait_for_colour((0, 90, 200))
+    finally:
+        await viewer.close()

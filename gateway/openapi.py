@@ -1,0 +1,256 @@
+"""The OpenAPI 3.1 description of the gateway's HTTP API, served at `GET /api/openapi.json`.
+
+Built from the running configuration, so that what it says (the authentication in use, the
+largest `timeout`) is what this gateway does; tests/fuzz keeps it true to the routes and to the
+responses."""
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.auth import COOKIE
+from gateway.config import Config
+from gateway.spawners.base import APPLICATIONS, Phase
+
+_JSON = "application/json"
+_HTML = "text/html"
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"  # gateway.api._QUANTITY
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str, **headers: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description, "content": {_JSON: {"schema": schema}}}
+    if headers:
+        out["headers"] = {h: {"$ref": f"#/components/headers/{r}"} for h, r in headers.items()}
+    return out
+
+
+def _error(description: str, **headers: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description, **headers)
+
+
+def _html(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {_HTML: {"schema": {"type": "string"}}}}
+
+
+_UNAUTHORIZED = _error("missing or invalid credentials", **{"WWW-Authenticate": "WWWAuthenticate"})
+_NOT_YOURS = _error("no such session, or not the caller's")
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
+       "description": "session id"}
+_PEER = {"name": "peer", "in": "path", "required": True, "schema": {"type": "string"},
+         "description": "WHEP peer id, from the `Location` of the offer's answer"}
+_PAGE_TOKEN = {"name": "token", "in": "query", "required": False, "schema": {"type": "string"},
+               "description": "credentials, once: kept as an HttpOnly cookie, then a 303 to the "
+                              "URL without it"}
+_PUBLIC: list[dict[str, list[str]]] = []  # operations anybody may call
+# The agent's answers pass through the proxy, so a WHEP error is the agent's or the gateway's.
+_ROUTE_ERRORS = {
+    "401": _UNAUTHORIZED,
+    "404": _NOT_YOURS,
+    "409": _error("the session is terminating or failed"),
+    "502": _error("the session's agent did not answer or refused the gateway"),
+    "503": _error("the session is still starting", **{"Retry-After": "RetryAfter"}),
+}
+
+
+def _page(summary: str, extra: dict[str, Any]) -> dict[str, Any]:
+    return {"summary": summary, "parameters": [_PAGE_TOKEN], "responses": {
+        "200": _html("the page"),
+        "303": {"description": "`?token=` accepted: the cookie is set, go to the clean URL",
+                "headers": {"Location": {"$ref": "#/components/headers/Location"},
+                            "Set-Cookie": {"schema": {"type": "string"}}}},
+        "401": _html("not signed in"), **extra}}
+
+
+def _security(config: Config) -> list[dict[str, list[str]]]:
+    if config.auth == "header":
+        return [{"forwardedUser": []}]
+    return [{config.auth: []}, {"cookie": []}]
+
+
+def spec(config: Config) -> dict[str, Any]:
+    session_status = {"description": "the session", "content": {_JSON: {"schema": _ref("Session")}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "GIMP streaming platform gateway", "version": "1",
+                 "description": "Sessions, their progress events, and WHEP signalling to each "
+                                "session's agent. Errors are JSON `{\"error\": …}`."},
+        "security": _security(config),
+        "paths": {
+            "/": {"get": _page("the launcher page", {})},
+            "/health": {"get": {"summary": "liveness and readiness", "security": _PUBLIC,
+                                "responses": {"200": _json(_ref("Health"), "serving")}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "security": _PUBLIC, "responses": {
+                "200": {"description": "text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/static/{filename}": {"get": {
+                "summary": "the web client's files", "security": _PUBLIC,
+                "parameters": [{"name": "filename", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "the file", "content": {"*/*": {}}},
+                              "404": _error("no such file in the web client's folder")}}},
+            "/api/openapi.json": {"get": {
+                "summary": "this description", "security": _PUBLIC,
+                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")}}},
+            "/api/applications": {"get": {
+                "summary": "what the launcher offers",
+                "responses": {"200": _json(_ref("Applications"), "the applications"),
+                              "401": _UNAUTHORIZED}}},
+            "/api/sessions": {
+                "get": {"summary": "the caller's sessions", "responses": {
+                    "200": _json({"type": "object", "required": ["sessions"],
+                                  "properties": {"sessions": {"type": "array",
+                                                              "items": _ref("Session")}}},
+                                 "oldest first"),
+                    "401": _UNAUTHORIZED}},
+                "post": {
+                    "summary": "start a session, or find the caller's running one",
+                    "requestBody": {"required": True,
+                                    "content": {_JSON: {"schema": _ref("CreateSession")}}},
+                    "responses": {
+                        "200": {**session_status, "description": "the caller's existing session "
+                                                                "of that application"},
+                        "201": {**session_status, "description": "started (phase pending)"},
+                        "400": _error("the body is not a valid request"),
+                        "401": _UNAUTHORIZED,
+                        "409": _error("the caller is at the per-user limit"),
+                        "413": _error("body too large"),
+                        "429": _error("the server is at its limit, or the caller "
+                                      "started too many sessions lately",
+                                      **{"Retry-After": "RetryAfter"}),
+                        "503": _error("sessions cannot be started right now")}}},
+            "/api/sessions/{id}": {
+                "parameters": [_ID],
+                "get": {"summary": "one session", "responses": {
+                    "200": session_status, "401": _UNAUTHORIZED, "404": _NOT_YOURS}},
+                "delete": {"summary": "end a session (user data is synced first)", "responses": {
+                    "202": {**session_status, "description": "ending (phase terminating)"},
+                    "401": _UNAUTHORIZED, "404": _NOT_YOURS,
+                    "503": _error("the session cannot be ended right now")}}},
+            "/api/sessions/{id}/events": {
+                "parameters": [_ID],
+                "get": {"summary": "progress until the session is running or failed", "responses": {
+                    "200": {"description": "Server-sent events: `session` (the session object "
+                                           "plus `progress` 0..1) at each change, `deleted` when "
+                                           "it goes; `:` keep-alive comments every 15 s",
+                            "content": {"text/event-stream": {"schema": {  # one event
+                                "type": "object", "required": ["event", "data"],
+                                "properties": {"event": {"enum": ["session", "deleted"]},
+                                               "data": {"type": "string",
+                                                        "contentMediaType": _JSON,
+                                                        "contentSchema": _ref("Session")}}}}}},
+                    "401": _UNAUTHORIZED, "404": _NOT_YOURS}}},
+            "/streaming/{id}": {
+                "parameters": [_ID],
+                "get": {"summary": "to the viewer page", "responses": {
+                    "301": {"description": "to `/streaming/{id}/`",
+                            "headers": {"Location": {"$ref": "#/components/headers/Location"}}},
+                    "401": _UNAUTHORIZED}}},
+            "/streaming/{id}/": {
+                "parameters": [_ID],
+                "get": _page("the viewer page", {"404": _html("no such session")})},
+            "/streaming/{id}/whep": {
+                "parameters": [_ID],
+                "options": {"summary": "the ICE servers (TURN credentials) before the offer",
+                            "responses": {
+                                "204": {"description": "`Link: <…>; rel=\"ice-server\"` headers "
+                                                       "when TURN is configured",
+                                        "headers": {"Allow": {"$ref": "#/components/headers/Allow"},
+                                                    "Link": {"$ref": "#/components/headers/Link"}}},
+                                "401": _UNAUTHORIZED, "404": _NOT_YOURS}},
+                "post": {
+                    "summary": "WHEP: an SDP offer, answered by the session's agent",
+                    "requestBody": {"required": True, "content": {
+                        "application/sdp": {"schema": {"type": "string"}}}},
+                    "responses": {
+                        "201": {"description": "the SDP answer",
+                                "headers": {h: {"$ref": f"#/components/headers/{h}"}
+                                            for h in ("Location", "Link", "ETag")},
+                                "content": {"application/sdp": {"schema": {"type": "string"}}}},
+                        "400": _error("not a usable offer"),
+                        "413": _error("offer too large"),
+                        "415": _error("Content-Type is not application/sdp"),
+                        **_ROUTE_ERRORS}}},
+            "/streaming/{id}/whep/{peer}": {
+                "parameters": [_ID, _PEER],
+                "delete": {"summary": "end the viewer", "responses": {
+                    "200": _json({"type": "object"}, "ended"), **_ROUTE_ERRORS}},
+                "patch": {
+                    "summary": "trickle ICE: not supported",
+                    "requestBody": {"required": False, "content": {
+                        "application/trickle-ice-sdpfrag": {"schema": {"type": "string"}}}},
+                    "responses": {"405": _error("send every candidate in the offer",
+                                                Allow="Allow"),
+                                  "413": _error("body too large"), **_ROUTE_ERRORS}}},
+        },
+        "components": {
+            "securitySchemes": {
+                "token": {"type": "http", "scheme": "bearer",
+                          "description": "`--auth token`: the gateway's secret token"},
+                "jwt": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                        "description": "`--auth jwt`: HS256, `sub` the user, `exp` required, "
+                                       "optional `tier`"},
+                "cookie": {"type": "apiKey", "in": "cookie", "name": COOKIE,
+                           "description": "set by a page's `?token=` (HttpOnly, SameSite=Strict)"},
+                "forwardedUser": {"type": "apiKey", "in": "header", "name": config.user_header,
+                                  "description": "`--auth header`: set by the authenticating "
+                                                 "proxy"},
+            },
+            "headers": {
+                "Location": {"schema": {"type": "string"}},
+                "Link": {"schema": {"type": "string"}},
+                "ETag": {"schema": {"type": "string"}},
+                "Allow": {"schema": {"type": "string"}},
+                "RetryAfter": {"schema": {"type": "string", "pattern": "^[0-9]+$"}},
+                "WWWAuthenticate": {"schema": {"type": "string"}},
+            },
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"],
+                          "properties": {"error": {"type": "string", "minLength": 1}}},
+                "Health": {"type": "object", "required": ["status", "spawner", "sessions"],
+                           "properties": {"status": {"const": "ok"}, "spawner": {"type": "string"},
+                                          "sessions": {"type": "integer", "minimum": 0}}},
+                "Applications": {
+                    "type": "object", "required": ["applications"],
+                    "properties": {"applications": {"type": "array", "items": {
+                        "type": "object", "required": ["name", "available"],
+                        "properties": {"name": {"enum": list(APPLICATIONS)},
+                                       "available": {"type": "boolean"}}}}}},
+                "Session": {
+                    "type": "object",
+                    "required": ["id", "user", "application", "phase", "streaming_url",
+                                 "created_at"],
+                    "properties": {
+                        "id": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+                        "user": {"type": "string"},
+                        "application": {"enum": list(APPLICATIONS)},
+                        "phase": {"enum": [p.value for p in Phase]},
+                        "streaming_url": {"type": "string", "pattern": "^/streaming/[^/]+/$"},
+                        "created_at": {"type": "string", "format": "date-time"},
+                        "started_at": {"type": "string", "format": "date-time"},
+                        "message": {"type": "string"}}},
+                "CreateSession": {
+                    "type": "object", "required": ["application"], "additionalProperties": False,
+                    "properties": {
+                        "application": {"enum": list(APPLICATIONS)},
+                        "resources": {
+                            "type": ["object", "null"], "additionalProperties": False,
+                            "properties": {
+                                "cpu": _ref("Quantity"), "memory": _ref("Quantity"),
+                                "gpu": {"description": "whole GPUs", "anyOf": [
+                                    {"type": "string", "pattern": "^[0-9]{1,16}$"},
+                                    {"type": "integer", "minimum": 0,
+                                     "maximum": 10 ** 16 - 1}]}}},
+                        "timeout": {"type": ["integer", "null"], "minimum": 1,
+                                    "maximum": config.max_timeout,
+                                    "description": "idle seconds (no viewer) before the "
+                                                   "session ends"}}},
+                "Quantity": {"description": "a Kubernetes quantity: \"2\", \"500m\", \"2Gi\"",
+                             "anyOf": [{"type": "string", "maxLength": 16, "pattern": QUANTITY},
+                                       {"type": "integer", "minimum": 0,
+                                        "maximum": 10 ** 16 - 1}]},
+            },
+        },
+    }

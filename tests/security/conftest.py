@@ -1,0 +1,37 @@
+"""Shared helpers of the security tests: the real gateway app and raw HTTP on loopback."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.app import create_app
+from tests.gateway.conftest import make_config
+
+Gateway = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture
+async def gateway(aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[Gateway]:
+    """`await gateway(**config_changes)`: a test client of create_app(config) on 127.0.0.1."""
+    async def make(**changes: Any) -> TestClient:
+        return await aiohttp_client(create_app(make_config(tmp_path, **changes)))
+    yield make
+
+
+async def raw_get(port: int, target: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """GET with the request target sent byte for byte: client libraries normalise `..` away,
+    which would hide exactly what these tests are about."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    lines = [f"GET {target} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close",
+             *(f"{k}: {v}" for k, v in (headers or {}).items())]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
