@@ -32,7 +32,7 @@ import aioice.ice  # noqa: E402
 import aiortc.rtcrtpreceiver  # noqa: E402
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame  # noqa: E402
 
-from tests.agent_process import free_port  # noqa: E402
+from tests.agent_process import free_port, wait_healthy  # noqa: E402
 from tests.whep_client import Viewer  # noqa: E402
 from tests.xserver import fill_root, start_xvfb  # noqa: E402
 
@@ -173,21 +173,6 @@ async def measure(kind: str, size: str, quick: bool) -> dict[str, float]:
         server.terminate()
         server.wait(15)
         xvfb.stop()
-
-
-async def wait_healthy(url: str) -> None:
-    import aiohttp
-    deadline = time.monotonic() + 30
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            try:
-                async with http.get(url + "/health") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not become healthy")
 
 
 TARGETS = {  # figure: (unit, target, lower is better)

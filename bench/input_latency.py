@@ -15,7 +15,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,35 +30,10 @@ from Xlib.display import Display
 from Xlib.error import ConnectionClosedError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
-
-def start_xvfb() -> tuple[str, subprocess.Popen]:
-    read_fd, write_fd = os.pipe()
-    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x720x24",
-                             "-nolisten", "tcp", "+extension", "RANDR"],
-                            pass_fds=(write_fd,), stderr=subprocess.DEVNULL)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as f:
-        return f":{f.readline().strip()}", proc
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-async def until_healthy(port: int) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(200):
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/health") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise RuntimeError("the agent did not come up")
+from tests.agent_process import free_port, wait_healthy  # noqa: E402
+from tests.xserver import start_xvfb  # noqa: E402
 
 
 def window_process(display: str, conn: Connection) -> None:
@@ -100,7 +74,8 @@ def animate(display: str, window: int, stop: threading.Event) -> None:
 
 
 async def main(samples: int, busy: bool) -> dict:
-    display, xvfb = start_xvfb()
+    xvfb = start_xvfb("1280x720")
+    display = xvfb.display
     loop = asyncio.get_running_loop()
     waiting: dict[tuple, asyncio.Future] = {}
 
@@ -115,7 +90,7 @@ async def main(samples: int, busy: bool) -> dict:
     agent = subprocess.Popen([sys.executable, "-m", "session_agent", "--display", display, "--host",
                               "127.0.0.1", "--port", str(port), "--encoder", "x264", "--max-fps", "30"],
                              cwd=ROOT, stderr=subprocess.DEVNULL)
-    await until_healthy(port)
+    await wait_healthy(f"http://127.0.0.1:{port}")
     pc = RTCPeerConnection()
     transceiver = pc.addTransceiver("video", direction="recvonly")
     # H.264 only: see the note in tests/input/agent.py
@@ -178,7 +153,7 @@ async def main(samples: int, busy: bool) -> dict:
     await pc.close()
     agent.terminate()
     agent.wait()
-    xvfb.terminate()
+    xvfb.stop()
     window.join(5)
     latencies.sort()
     return {"what": "input latency, aiortc data-channel send -> X event at a client window",

@@ -72,3 +72,23 @@ def start_agent(display: str, *extra: str, token: str | None = "test-token", tim
         time.sleep(0.1)
     agent.stop()
     raise RuntimeError("agent did not become healthy")
+
+
+async def wait_healthy(url: str, timeout: float = 30, proc: subprocess.Popen | None = None) -> bool:
+    """Poll `url`/health until 200. False if `proc` exits first; raises after `timeout`."""
+    import asyncio
+
+    import aiohttp
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                return False
+            try:
+                async with http.get(url + "/health") as response:
+                    if response.status == 200:
+                        return True
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not become healthy within {timeout:.0f}s")

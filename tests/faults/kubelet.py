@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
+from tests.agent_process import wait_healthy
 from tests.kube.kubelet import FakeKubelet, free_display, now
 
 APP = "sleep 3600"
@@ -76,17 +75,7 @@ class RestartingKubelet(FakeKubelet):
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.processes[name] = proc
         self.displays[name] = display
-        async with aiohttp.ClientSession() as http:
-            for _ in range(600):
-                if proc.poll() is not None:
-                    break
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/health") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
+        await wait_healthy(f"http://127.0.0.1:{port}", timeout=60, proc=proc)
         return proc
 
     def _restart(self, ns: str, name: str, code: int) -> bool:

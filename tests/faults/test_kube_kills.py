@@ -17,12 +17,12 @@ import pytest
 from gateway.kube import objects
 from gateway.kube.client import SESSIONS, Kube
 from gateway.kube.objects import PodSettings
+from tests.agent_process import free_port
 from tests.faults import procs
 from tests.faults.gateway_process import TOKEN, GatewayProcess
 from tests.faults.kubelet import RestartingKubelet
 from tests.kube.conftest import NAMESPACE, eventually
 from tests.kube.fakeapi import FakeKube
-from tests.kube.kubelet import free_port
 from tests.whep_client import Viewer
 from tests.xserver import fill_root
 

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults import procs
-from tests.faults.gateway_process import GatewayProcess, SessionProcesses
-from tests.faults.gateway_process import TOKEN
+from tests.faults.gateway_process import TOKEN, GatewayProcess, SessionProcesses
 from tests.whep_client import Viewer
 
 SEED = 20261126

@@ -11,7 +11,6 @@ import base64
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -19,8 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
+from tests.agent_process import wait_healthy
 from tests.kube.fakeapi import FakeKube
 
 NODES = {"cpu-node-1": {"streaming.platform/pool": "cpu"},
@@ -29,12 +27,6 @@ NODES = {"cpu-node-1": {"streaming.platform/pool": "cpu"},
 
 def now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def free_display() -> int:
@@ -130,18 +122,8 @@ class FakeKubelet:
             env={**os.environ, "AGENT_TOKEN": token}, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, start_new_session=True)
         self.processes[name] = proc
-        async with aiohttp.ClientSession() as http:
-            for _ in range(600):
-                if proc.poll() is not None:
-                    raise RuntimeError(f"agent exited: {proc.stderr.read().decode()[-2000:]}")
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/health") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise RuntimeError("agent did not become healthy")
+        if not await wait_healthy(f"http://127.0.0.1:{port}", timeout=60, proc=proc):
+            raise RuntimeError(f"agent exited: {proc.stderr.read().decode()[-2000:]}")
 
     async def _stop(self, ns: str, name: str) -> None:
         proc = self.processes.pop(name, None)

@@ -8,11 +8,12 @@ from dataclasses import replace
 from aiohttp import web
 
 from gateway.kube import objects
-from gateway.logs import JsonFormatter
 from gateway.kube.client import PVCS, SECRETS, SESSIONS, Kube
+from gateway.logs import JsonFormatter
+from tests.agent_process import free_port
 from tests.kube.conftest import FAST, NAMESPACE, eventually
 from tests.kube.fakeapi import FakeKube
-from tests.kube.kubelet import FakeKubelet, free_port
+from tests.kube.kubelet import FakeKubelet
 
 
 def phase(api: FakeKube, name: str) -> str | None:

@@ -21,7 +21,8 @@ from dockerfile_parse import DockerfileParser
 
 from gateway.config import load_config
 from gateway.controller.settings import load_settings
-from tests.kube.kubelet import free_display, free_port
+from tests.agent_process import free_port
+from tests.kube.kubelet import free_display
 from tests.kube.restricted import violations
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,9 +11,10 @@ from gateway.config import Config
 from gateway.controller.settings import ControllerSettings
 from gateway.kube.objects import PodSettings
 from gateway.spawners.kubernetes import KubernetesSpawner
+from tests.agent_process import free_port
 from tests.kube.conftest import NAMESPACE, eventually
 from tests.kube.fakeapi import FakeKube
-from tests.kube.kubelet import FakeKubelet, free_port
+from tests.kube.kubelet import FakeKubelet
 from tests.whep_client import Viewer
 
 TOKEN = "e2e-token"

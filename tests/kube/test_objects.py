@@ -7,7 +7,8 @@ import re
 import jsonschema
 import pytest
 import yaml
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.kube import objects
 from gateway.kube.objects import ManifestError, Placement, PodSettings
