@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
-from tests.gateway.conftest import make_config
+from tests.gateway.conftest import bearer, eventually, make_config
 
 Gateway = Callable[..., Awaitable[TestClient]]
 
@@ -35,3 +35,17 @@ async def raw_get(port: int, target: str, headers: dict[str, str] | None = None)
     writer.close()
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), body
+
+
+async def running_session(client: TestClient) -> str:
+    """Create a session as the token user and wait until it runs; its id."""
+    r = await client.post("/api/sessions", json={"application": "gimp"}, headers=bearer())
+    session_id = (await r.json())["id"]
+
+    async def running() -> bool:
+        s = await (await client.get(f"/api/sessions/{session_id}", headers=bearer())).json()
+        assert s["phase"] != "failed", s
+        return s["phase"] == "running"
+
+    await eventually(running)
+    return session_id

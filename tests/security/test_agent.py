@@ -15,8 +15,8 @@ import pytest
 
 from gateway.http import REGISTRY
 from tests.agent_process import free_port, start_agent
-from tests.gateway.conftest import LIGHT_APP, REAL_AGENT, bearer, descendants, eventually
-from tests.security.conftest import Gateway
+from tests.gateway.conftest import LIGHT_APP, REAL_AGENT, bearer, descendants
+from tests.security.conftest import Gateway, running_session
 from tests.xserver import Xvfb
 
 AGENT_SECRET = "agent-secret-4f1c9d"
@@ -78,15 +78,7 @@ def test_agent_refuses_whep_and_metrics_without_its_token(xvfb: Xvfb) -> None:
 
 async def test_local_spawner_binds_agents_to_loopback(gateway: Gateway) -> None:
     client = await gateway(agent_command=REAL_AGENT, app_commands={"gimp": LIGHT_APP})
-    r = await client.post("/api/sessions", json={"application": "gimp"}, headers=bearer())
-    session_id = (await r.json())["id"]
-
-    async def running() -> bool:
-        s = await (await client.get(f"/api/sessions/{session_id}", headers=bearer())).json()
-        assert s["phase"] != "failed", s
-        return s["phase"] == "running"
-
-    await eventually(running)
+    session_id = await running_session(client)
     spawner = client.app[REGISTRY].spawner
     session = spawner.get(session_id)
     assert session is not None

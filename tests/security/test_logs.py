@@ -13,7 +13,7 @@ from gateway.http import REGISTRY
 from gateway.logs import JsonFormatter, setup_logging
 from tests.gateway.conftest import (LIGHT_APP, REAL_AGENT, TOKEN, bearer, eventually, make_jwt,
                                     user)
-from tests.security.conftest import Gateway
+from tests.security.conftest import Gateway, running_session
 from tests.whep_client import Viewer
 
 TURN_SECRET = "turn-secret-7d2a61e0"
@@ -52,15 +52,7 @@ async def test_token_mode_flow_logs_no_secret(gateway: Gateway, gateway_log: io.
     assert (await client.get("/api/sessions", headers=bearer(WRONG))).status == 401
     assert (await client.get("/api/sessions", cookies={"gateway_auth": WRONG})).status == 401
 
-    r = await client.post("/api/sessions", json={"application": "gimp"}, headers=bearer())
-    session_id = (await r.json())["id"]
-
-    async def running() -> bool:
-        s = await (await client.get(f"/api/sessions/{session_id}", headers=bearer())).json()
-        assert s["phase"] != "failed", s
-        return s["phase"] == "running"
-
-    await eventually(running)
+    session_id = await running_session(client)
     session = client.app[REGISTRY].spawner.get(session_id)
     assert session is not None and session.agent_token
     agent_token = session.agent_token
