@@ -73,6 +73,22 @@ async def test_vp8_only_client_gets_vp8(agent):
         await viewer.close()
 
 
+async def quiet_counts(agent) -> tuple[float, float]:
+    """(frames encoded, frames handed to peers) once neither moves: nothing is in flight."""
+    last = None
+    for _ in range(200):
+        async with aiohttp.ClientSession() as http:
+            async with http.get(agent.url + "/metrics", headers={"Authorization": f"Bearer {agent.token}"}) as r:
+                text = await r.text()
+        counts = tuple(sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+                       for name in ("agent_frames_encoded_total", "agent_frames_sent_total"))
+        if counts == last:
+            return counts
+        last = counts
+        await asyncio.sleep(0.3)
+    raise AssertionError("the agent never went quiet")
+
+
 async def test_two_viewers_share_one_encode(agent):
     first, second = Viewer(agent.url, token=agent.token), Viewer(agent.url, token=agent.token)
     await first.connect()
@@ -80,12 +96,14 @@ async def test_two_viewers_share_one_encode(agent):
     try:
         fill_root(agent.display, (0, 128, 255))
         await asyncio.gather(first.wait_for_colour((0, 128, 255)), second.wait_for_colour((0, 128, 255)))
-        encoded = await metric(agent, "agent_frames_encoded_total")
-        captured = await metric(agent, "agent_frames_captured_total")
-        # One encode per capture, not one per viewer.
-        assert encoded <= captured
+        encoded0, sent0 = await quiet_counts(agent)
         fill_root(agent.display, (255, 128, 0))
         await asyncio.gather(first.wait_for_colour((255, 128, 0)), second.wait_for_colour((255, 128, 0)))
+        encoded1, sent1 = await quiet_counts(agent)
+        # Every frame encoded once reached both viewers (one encoder per peer would make
+        # the two counts equal instead).
+        assert encoded1 > encoded0
+        assert sent1 - sent0 == 2 * (encoded1 - encoded0)
         # The first viewer leaving does not disturb the second.
         await first.close()
         fill_root(agent.display, (90, 90, 90))
