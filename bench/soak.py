@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.agent_media import PAINTER, ROOT, rss_mb, wait_healthy  # noqa: E402  (also installs the marker-bit buffer)
 from bench.figures import figure  # noqa: E402
-from tests.agent_process import free_port  # noqa: E402
+from tests.agent_process import AgentProcess, free_port  # noqa: E402
 from tests.whep_client import Viewer  # noqa: E402
 from tests.xserver import Xvfb, start_xvfb  # noqa: E402
 
@@ -42,8 +42,7 @@ STALL_TARGET_S = 1.0
 @dataclass
 class Session:
     xvfb: Xvfb
-    agent: subprocess.Popen
-    url: str
+    agent: AgentProcess
     viewer: Viewer | None = None
     painter: subprocess.Popen | None = None
     samples: list[tuple[float, float, int]] = field(default_factory=list)  # (t, RSS MB, fds)
@@ -58,12 +57,12 @@ def launch(size: str) -> Session:
     port = free_port()
     agent = subprocess.Popen([sys.executable, "-m", "session_agent", "--display", xvfb.display,
                               "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT, stderr=subprocess.DEVNULL)
-    return Session(xvfb, agent, f"http://127.0.0.1:{port}")
+    return Session(xvfb, AgentProcess(agent, port, xvfb.display, None))
 
 
 async def connect(session: Session) -> None:
-    await wait_healthy(session.url)
-    session.viewer = Viewer(session.url)
+    await wait_healthy(session.agent.url)
+    session.viewer = Viewer(session.agent.url)
     await session.viewer.connect()
     await session.viewer.wait_for(lambda frame: True, timeout=30)
 
@@ -89,9 +88,9 @@ async def sample(sessions: list[Session], t0: float, until: float) -> list[float
     while True:
         loads.append(os.getloadavg()[0])
         for i, s in enumerate(sessions):
-            if s.agent.poll() is not None:
-                raise RuntimeError(f"agent {i} exited with status {s.agent.returncode}")
-            s.samples.append((time.monotonic() - t0, rss_mb(s.agent.pid), fd_count(s.agent.pid)))
+            if s.agent.proc.poll() is not None:
+                raise RuntimeError(f"agent {i} exited with status {s.agent.proc.returncode}")
+            s.samples.append((time.monotonic() - t0, rss_mb(s.agent.proc.pid), fd_count(s.agent.proc.pid)))
         if (remaining := until - time.monotonic()) <= 0:
             return loads
         await asyncio.sleep(min(SAMPLE_S, remaining))
@@ -148,12 +147,7 @@ async def close(sessions: list[Session]) -> None:
             s.painter.wait()
         if s.viewer is not None:
             await s.viewer.close(delete=False)
-        s.agent.terminate()
-        try:
-            s.agent.wait(15)
-        except subprocess.TimeoutExpired:
-            s.agent.kill()
-            s.agent.wait()
+        s.agent.stop()
         s.xvfb.stop()
 
 

@@ -23,11 +23,18 @@ def agent():
     x.stop()
 
 
-async def metric(agent, name: str) -> float:
+async def metrics_text(agent) -> str:
     async with aiohttp.ClientSession() as http:
         async with http.get(agent.url + "/metrics", headers={"Authorization": f"Bearer {agent.token}"}) as r:
-            text = await r.text()
+            return await r.text()
+
+
+def metric_sum(text: str, name: str) -> float:
     return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+async def metric(agent, name: str) -> float:
+    return metric_sum(await metrics_text(agent), name)
 
 
 async def test_colours_painted_on_x_arrive_decoded(agent):
@@ -77,11 +84,8 @@ async def quiet_counts(agent) -> tuple[float, float]:
     """(frames encoded, frames handed to peers) once neither moves: nothing is in flight."""
     last = None
     for _ in range(200):
-        async with aiohttp.ClientSession() as http:
-            async with http.get(agent.url + "/metrics", headers={"Authorization": f"Bearer {agent.token}"}) as r:
-                text = await r.text()
-        counts = tuple(sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
-                       for name in ("agent_frames_encoded_total", "agent_frames_sent_total"))
+        text = await metrics_text(agent)  # one scrape: both counts from the same moment
+        counts = tuple(metric_sum(text, name) for name in ("agent_frames_encoded_total", "agent_frames_sent_total"))
         if counts == last:
             return counts
         last = counts

@@ -2,25 +2,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
-from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.app import create_app
-from tests.gateway.conftest import bearer, eventually, make_config
-
-Gateway = Callable[..., Awaitable[TestClient]]
-
-
-@pytest.fixture
-async def gateway(aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[Gateway]:
-    """`await gateway(**config_changes)`: a test client of create_app(config) on 127.0.0.1."""
-    async def make(**changes: Any) -> TestClient:
-        return await aiohttp_client(create_app(make_config(tmp_path, **changes)))
-    yield make
+# The same `gateway` fixture as the gateway tests: `await gateway(**config_changes)`.
+from tests.gateway.conftest import Gateway, bearer, eventually, gateway  # noqa: F401
 
 
 async def raw_get(port: int, target: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
