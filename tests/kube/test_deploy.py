@@ -180,7 +180,10 @@ def entrypoint_env(tmp_path: Path) -> dict[str, str]:
     """The pod's environment, on this machine: python3 is this interpreter."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "python3").symlink_to(sys.executable)
+    # A wrapper, not a symlink: a symlinked venv interpreter does not find its pyvenv.cfg.
+    wrapper = bin_dir / "python3"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
     token = tmp_path / "token"
     token.write_text("entry-token")
     return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
