@@ -41,9 +41,12 @@ def encoder_options(kind: EncoderKind, bitrate_kbps: int) -> dict[str, str]:
     if kind is X264:
         params = (f"keyint=infinite:scenecut=0:bframes=0:rc-lookahead=0:crf={X264_CRF}"
                   f":vbv-maxrate={bitrate_kbps}:vbv-bufsize={bufsize}")
-        return {"preset": "ultrafast", "tune": "zerolatency", "forced-idr": "1", "x264-params": params}
+        # The profile is set, not left to the preset: the SDP answer announces constrained
+        # baseline (42e01f), and a decoder may refuse what it was not promised.
+        return {"preset": "ultrafast", "tune": "zerolatency", "profile": "baseline", "forced-idr": "1",
+                "x264-params": params}
     if kind is NVENC:
-        return {"preset": "p1", "tune": "ull", "zerolatency": "1", "delay": "0", "rc": "cbr",
+        return {"preset": "p1", "tune": "ull", "profile": "baseline", "zerolatency": "1", "delay": "0", "rc": "cbr",
                 "bf": "0", "g": "1000000", "forced-idr": "1", "maxrate": f"{bitrate_kbps}k",
                 "bufsize": f"{bufsize}k"}
     if kind is VP8:

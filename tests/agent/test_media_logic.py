@@ -4,6 +4,7 @@ from __future__ import annotations
 import av
 import pytest
 
+from session_agent.media.h264 import nal_type, nal_units, sdp_profile, sps_profile
 from session_agent.config import parse_args
 from session_agent.media.bitrate import BitrateController
 from session_agent.media.encoder import NVENC, VP8, X264, VideoEncoder, encoder_options, probe
@@ -145,3 +146,19 @@ def test_media_sections_without_a_direction_get_the_sdp_default():
     assert with_default_directions(sdp).split("\r\n") == [
         "v=0", "s=-", "m=video 9 UDP 96", "a=sendrecv", "a=rtpmap:96 VP8/90000",
         "m=application 9 DTLS 5000", "a=recvonly", ""]
+
+
+def test_nal_units_and_sps_profile_of_an_annex_b_access_unit():
+    sps = bytes([0x67, 0x42, 0xC0, 0x28, 0xAA])
+    pps = bytes([0x68, 0xCE, 0x3C, 0x80])
+    idr = bytes([0x65, 0x88, 0x84, 0x00, 0x00])  # ends in zeros, as slice data may
+    au = b"\x00\x00\x00\x01" + sps + b"\x00\x00\x00\x01" + pps + b"\x00\x00\x01" + idr
+    assert [nal_type(u) for u in nal_units(au)] == [7, 8, 5]
+    assert list(nal_units(au))[0] == sps and list(nal_units(au))[1] == pps
+    profile = sps_profile(au)
+    assert profile is not None and profile.profile_level_id == "42c028" and profile.constrained_baseline
+    assert sps_profile(b"\x00\x00\x01" + idr) is None
+    assert sdp_profile("42e01f").constrained_baseline and not sdp_profile("42001f").constrained_baseline
+    assert not sdp_profile("640028").constrained_baseline
+    with pytest.raises(ValueError):
+        sdp_profile("42e0")

@@ -1,8 +1,14 @@
 """Every WHEP/HTTP status of the agent, against a real agent process."""
 from __future__ import annotations
 
+import re
+
 import aiohttp
+import av
 import pytest
+
+from session_agent.media.encoder import NVENC, X264, VideoEncoder, _try_open
+from session_agent.media.h264 import sdp_profile, sps_profile
 
 from tests.agent_process import start_agent
 from tests.whep_client import Viewer
@@ -144,3 +150,30 @@ async def test_offer_without_direction_attributes_is_answered(agent):
         await viewer.wait_for_colour((0, 90, 200))
     finally:
         await viewer.close()
+
+
+async def test_every_usable_h264_encoder_emits_the_profile_the_answer_announces(agent):
+    """The SDP answer promises a profile; each H.264 encoder this machine can open (libx264
+    always, NVENC where a GPU and driver are present) must emit an SPS of that profile."""
+    viewer = Viewer(agent.url, agent.token, codec="h264")
+    try:
+        await viewer.connect()
+        answer = viewer.pc.remoteDescription.sdp
+    finally:
+        await viewer.close()
+    ids = re.findall(r"profile-level-id=([0-9a-fA-F]{6})", answer)
+    assert ids, answer
+    announced = sdp_profile(ids[0])
+    assert announced.constrained_baseline
+    usable = [kind for kind in (X264, NVENC) if kind is X264 or _try_open(kind) is None]
+    for kind in usable:
+        encoder = VideoEncoder(kind, 4000)
+        frame = av.VideoFrame(1920, 1080, kind.pix_fmt)
+        for plane in frame.planes:
+            plane.update(bytes([90]) * plane.buffer_size)
+        frame.pts = 0
+        data = b"".join(bytes(p) for p in encoder.encode(frame, keyframe=True))
+        emitted = sps_profile(data)
+        assert emitted is not None, f"{kind.name}: the keyframe carries no SPS"
+        assert emitted.constrained_baseline, f"{kind.name} emits {emitted.profile_level_id}"
+        assert emitted.profile_idc == announced.profile_idc, (kind.name, emitted, announced)

@@ -35,8 +35,13 @@ POD_TEMPLATE_KINDS = {"Deployment": ("spec", "template", "spec"),
                       "CronJob": ("spec", "jobTemplate", "spec", "template", "spec")}
 
 
+# scripts/setup unpacks Debian's kubernetes-client here; KUBECTL names another one.
+KUBECTL = os.environ.get("KUBECTL") or str(ROOT / ".tools" / "kubernetes-client" / "usr" / "bin" / "kubectl")
+
+
 def render(path: Path) -> list[dict]:
-    out = subprocess.run(["kubectl", "kustomize", str(path)], check=True, capture_output=True,
+    assert Path(KUBECTL).is_file(), f"{KUBECTL} is missing: run scripts/setup (it unpacks Debian's kubectl)"
+    out = subprocess.run([KUBECTL, "kustomize", str(path)], check=True, capture_output=True,
                          text=True, timeout=120).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
