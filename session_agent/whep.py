@@ -84,6 +84,10 @@ class PeerManager:
                     RTCSessionDescription(sdp=with_default_directions(offer_sdp), type="offer"))
                 answer = await pc.createAnswer()
             except Exception as exc:  # aiortc raises ValueError/OperationError/… for bad SDP
+                if isinstance(exc, (AttributeError, TypeError, KeyError, IndexError)):
+                    # aiortc tripped over its own half-built state: say what is wrong instead.
+                    raise OfferError("offer rejected: its media sections, BUNDLE group and "
+                                     "transport attributes do not fit together") from exc
                 raise OfferError(f"offer rejected: {exc}") from exc
             peer = Peer(peer_id, pc, track)
             self._hook_rtcp(peer_id, transceiver.sender)
@@ -93,7 +97,7 @@ class PeerManager:
         except BaseException:
             if track is not None:
                 track.stop()
-            await pc.close()
+            await _close_quietly(pc)
             raise
         finally:
             self._pending -= 1
@@ -193,6 +197,16 @@ class PeerManager:
                 for stat in report.values():
                     if stat.type == "remote-inbound-rtp" and stat.roundTripTime is not None:
                         self.metrics.rtt.labels(peer_id).set(stat.roundTripTime)
+
+
+async def _close_quietly(pc: RTCPeerConnection) -> None:
+    """Close a connection an offer left half set up. aiortc's close() assumes every transport
+    it started to build exists, and raises from one that a rejected offer never finished: that
+    must not turn the offer's clear 400 into a 500."""
+    try:
+        await pc.close()
+    except Exception as exc:
+        log.debug("closing a rejected peer: %r", exc, extra={"action": "peer_close_failed"})
 
 
 def _json(message: dict[str, Any]) -> str:

@@ -177,3 +177,23 @@ async def test_every_usable_h264_encoder_emits_the_profile_the_answer_announces(
         assert emitted is not None, f"{kind.name}: the keyframe carries no SPS"
         assert emitted.constrained_baseline, f"{kind.name} emits {emitted.profile_level_id}"
         assert emitted.profile_idc == announced.profile_idc, (kind.name, emitted, announced)
+
+
+async def test_an_offer_aiortc_half_applies_is_400_and_the_agent_still_serves(agent):
+    """Found by the fuzz benchmark (seed 1796156289): a BUNDLE group naming a mid no media
+    section has left aiortc half set up, and closing that connection raised (a 500)."""
+    offerer = Viewer(agent.url, agent.token)
+    offerer.pc.addTransceiver("video", direction="recvonly")
+    offerer.pc.createDataChannel("input")
+    await offerer.pc.setLocalDescription(await offerer.pc.createOffer())
+    sdp = offerer.pc.localDescription.sdp.replace("a=group:BUNDLE ", "a=group:BUNDLE 7 ", 1)
+    await offerer.pc.close()
+    status, hdrs, text = await post(agent, sdp)
+    assert status == 400 and hdrs["Content-Type"].startswith("application/json"), text
+    assert "BUNDLE" in text
+    viewer = Viewer(agent.url, agent.token)
+    try:
+        await viewer.connect()
+        await viewer.wait_for(lambda f: True)
+    finally:
+        await viewer.close()
