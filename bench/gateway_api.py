@@ -73,8 +73,8 @@ class TableOnlySpawner(Spawner):
     def list(self, user: str | None = None) -> list[Session]:
         return self._table.list(user)
 
-    def subscribe(self) -> AbstractAsyncContextManager[Any]:
-        return self._table.subscribe()
+    def subscribe(self, session_id: str | None = None) -> AbstractAsyncContextManager[Any]:
+        return self._table.subscribe(session_id)
 
 
 def serve(port: int, sessions: int, users: int, ready: Any) -> None:

@@ -10,6 +10,7 @@ from aiohttp import web
 from gateway.app import create_app
 from gateway.config import Config, load_config
 from gateway.logs import setup_logging
+from gateway.runner import JsonErrorRunner
 from gateway.spawners.base import SpawnerError
 
 
@@ -21,7 +22,7 @@ def _address(runner: web.AppRunner, config: Config) -> str:
 
 
 async def serve(config: Config) -> int:
-    runner = web.AppRunner(create_app(config), access_log=None, handle_signals=False)
+    runner = JsonErrorRunner(create_app(config), access_log=None, handle_signals=False)
     try:
         await runner.setup()
     except SpawnerError as exc:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import shutil
 import shlex
 from typing import Any
@@ -11,13 +10,13 @@ from typing import Any
 from aiohttp import web
 
 from gateway import openapi
+from gateway import resources as resource_limits
 from gateway.http import CONFIG, REGISTRY, json_error, user_of
 from gateway.sessions import LimitError
-from gateway.spawners.base import APPLICATIONS, Phase, Session, SpawnerError
+from gateway.spawners.base import APPLICATIONS, Phase, Session, SpawnerError, SubscriberDropped
 
-_RESOURCE_KEYS = ("cpu", "memory", "gpu")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
 KEEPALIVE_S = 15.0
+WRITE_TIMEOUT_S = 10.0  # a stream that cannot take a few bytes for this long is not read
 
 routes = web.RouteTableDef()
 
@@ -43,10 +42,10 @@ def parse_create(body: Any, max_timeout: int) -> tuple[str, dict[str, str], int 
     if not isinstance(raw, dict):
         raise BadRequest("resources must be an object")
     for key, value in raw.items():
-        if key not in _RESOURCE_KEYS:
-            raise BadRequest(f"resources may only name: {', '.join(_RESOURCE_KEYS)}")
+        if key not in resource_limits.KEYS:
+            raise BadRequest(f"resources may only name: {', '.join(resource_limits.KEYS)}")
         text = str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
-        if not isinstance(text, str) or len(text) > 16 or not _QUANTITY.match(text):
+        if not isinstance(text, str) or len(text) > 16 or not resource_limits.is_quantity(text):
             raise BadRequest(f"resources.{key} must be a quantity such as \"2\", \"500m\" or \"2Gi\"")
         if key == "gpu" and not text.isdigit():
             # Kubernetes extended resources are whole devices (sharing is time-slicing's job).
@@ -82,11 +81,20 @@ async def openapi_description(request: web.Request) -> web.Response:
 @routes.post("/api/sessions")
 async def create_session(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
+    charset = request.charset
+    if charset is not None and charset.lower().replace("-", "").replace("_", "") != "utf8":
+        # JSON is UTF-8 (RFC 8259); decoding by a declared charset would also let an unknown
+        # name raise deep inside aiohttp.
+        return json_error(400, f"unsupported charset {charset[:40]!r}: send UTF-8 JSON")
     try:
-        body = json.loads(await request.text())
+        body = json.loads(await request.read())
         application, resources, timeout = parse_create(body, config.max_timeout)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # BadRequest, JSONDecodeError, nesting
         return json_error(400, str(exc) if isinstance(exc, BadRequest) else "body is not valid JSON")
+    try:
+        resource_limits.check(resources, user_of(request).tier, config.resource_limits)
+    except ValueError as exc:
+        return json_error(400, str(exc))
     try:
         session, created = await request.app[REGISTRY].create(
             user_of(request), application, resources, timeout)
@@ -140,34 +148,40 @@ def _event(session: Session, kind: str = "session") -> bytes:
 
 @routes.get("/api/sessions/{id}/events")
 async def session_events(request: web.Request) -> web.StreamResponse:
-    """Progress events until the session is running, failed or gone (then the stream ends)."""
+    """Progress events until the session is running, failed or gone (then the stream ends).
+
+    The stream subscribes to this session's changes only, with a bounded backlog, and every
+    write has a deadline: a browser that stops reading is dropped instead of holding events
+    (or the gateway's memory) for everybody else."""
     session = _mine(request)
     registry = request.app[REGISTRY]
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no"})  # proxies must not hold events back
     await response.prepare(request)
+
+    async def write(data: bytes) -> None:
+        await asyncio.wait_for(response.write(data), WRITE_TIMEOUT_S)
+
     try:
-        async with registry.subscribe() as events:
+        async with registry.subscribe(session.id) as events:
             # Read the state after subscribing so that no change falls in between.
             current = registry.current(session)
             if current is None:
-                await response.write(_event(session, "deleted"))
+                await write(_event(session, "deleted"))
                 return response
-            await response.write(_event(current))
+            await write(_event(current))
             while current.phase in (Phase.PENDING, Phase.TERMINATING):
                 try:
                     event = await asyncio.wait_for(anext(events), KEEPALIVE_S)
                 except asyncio.TimeoutError:
-                    await response.write(b": keep-alive\n\n")
-                    continue
-                if event.session.id != session.id:
+                    await write(b": keep-alive\n\n")
                     continue
                 if event.type == "deleted":
-                    await response.write(_event(event.session, "deleted"))
+                    await write(_event(event.session, "deleted"))
                     break
                 current = event.session
-                await response.write(_event(current))
-    except ConnectionResetError:
-        pass  # the browser went away
+                await write(_event(current))
+    except (ConnectionResetError, asyncio.TimeoutError, SubscriberDropped):
+        pass  # the browser went away, or stopped reading
     return response

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import re
 import time
@@ -17,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway import api, streaming
 from gateway.auth import COOKIE, Authenticator
 from gateway.config import Config
+from gateway.proxies import networks, trusted_peer
 from gateway.http import AUTH, CLIENT, CONFIG, METRICS, REGISTRY, USER, json_error
 from gateway.logs import log_event
 from gateway.metrics import Metrics
@@ -26,8 +26,7 @@ from gateway.spawners.local import LocalSpawner
 
 WEB = Path(__file__).parent / "web"
 _PAGE = re.compile(r"^/(streaming/[^/]+/)?$")  # the launcher and the viewer pages
-_PUBLIC = ("/health", "/metrics", "/static/", "/api/openapi.json")
-COOKIE_MAX_AGE = 30 * 24 * 3600
+_PUBLIC = ("/health", "/metrics", "/static/", "/api/openapi.json", "/logout", "/api/logout")
 
 http_log = logging.getLogger("gateway.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -141,15 +140,7 @@ def _behind_tls(request: web.Request) -> bool:
     if request.secure or config.secure_cookies:
         return True
     proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
-    if proto != "https" or not config.trusted_proxies or request.remote is None:
-        return False
-    try:
-        peer = ipaddress.ip_address(request.remote)
-    except ValueError:  # a Unix socket: no address to trust
-        return False
-    if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
-        peer = peer.ipv4_mapped  # an IPv4 proxy seen by a gateway listening on ::
-    return any(peer in ipaddress.ip_network(n) for n in config.trusted_proxies)
+    return proto == "https" and trusted_peer(request.remote, networks(config.trusted_proxies))
 
 
 @web.middleware
@@ -170,17 +161,37 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 def _token_login(request: web.Request, auth: Authenticator) -> web.StreamResponse:
-    """`?token=…` on a page: keep it as an HttpOnly cookie, and send the browser to the clean URL
-    so that the token leaves the address bar and the history."""
-    credential = request.query["token"]
-    if auth.check(credential) is None:
+    """`?token=…` on a page: keep a signed grant for it as an HttpOnly cookie (never the token
+    itself), and send the browser to the clean URL so that the token leaves the address bar
+    and the history."""
+    cookie = auth.cookie_for(request.query["token"])
+    if cookie is None:
         return web.FileResponse(WEB / "unauthorized.html", status=401)
+    value, max_age = cookie
     rest = [(k, v) for k, v in request.query.items() if k != "token"]
     response = web.Response(status=303, headers={
         "Location": request.path + (f"?{urlencode(rest)}" if rest else ""), "Cache-Control": "no-store"})
-    response.set_cookie(COOKIE, credential, httponly=True, samesite="Strict", path="/",
-                        secure=_behind_tls(request), max_age=COOKIE_MAX_AGE)
+    response.set_cookie(COOKIE, value, httponly=True, samesite="Strict", path="/",
+                        secure=_behind_tls(request), max_age=max_age)
     return response
+
+
+def _clear_cookie(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    response.del_cookie(COOKIE, path="/", secure=_behind_tls(request), httponly=True,
+                        samesite="Strict")
+    return response
+
+
+async def logout_page(request: web.Request) -> web.StreamResponse:
+    """`GET /logout`: forget the login cookie and go back to the launcher (which asks again)."""
+    return _clear_cookie(request, web.Response(status=303, headers={
+        "Location": "/", "Cache-Control": "no-store"}))
+
+
+async def logout_api(request: web.Request) -> web.StreamResponse:
+    """`POST /api/logout`: the same for a script or the launcher's button."""
+    return _clear_cookie(request, web.json_response({"status": "logged out"},
+                                                    headers={"Cache-Control": "no-store"}))
 
 
 async def launcher(request: web.Request) -> web.FileResponse:
@@ -212,6 +223,8 @@ def create_app(config: Config, spawner: Spawner | None = None) -> web.Applicatio
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/static/{filename}", static_file)
+    app.router.add_get("/logout", logout_page)
+    app.router.add_post("/api/logout", logout_api)
     app.router.add_routes(api.routes)
     app.router.add_routes(streaming.routes)
     app.cleanup_ctx.append(_lifetime)

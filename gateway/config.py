@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.resources import DEFAULT_LIMITS, parse_limits
 from gateway.spawners.base import APPLICATIONS
 
 DEFAULT_APP_COMMANDS = {
@@ -58,6 +59,8 @@ class Config:
     secure_cookies: bool = False  # mark the auth cookie Secure whatever the request says
     create_limit: int = 10  # session creations per user per create_window seconds; 0: no limit
     create_window: float = 60.0
+    # Largest resources a session of each user tier may ask for ("*": any other tier).
+    resource_limits: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
 
     @property
     def public_url(self) -> str:
@@ -137,8 +140,10 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                    help="[GATEWAY_CORS_ORIGINS] comma-separated origins (https://app.example.com) "
                         "allowed to call the gateway from another origin; default none")
     p.add_argument("--trusted-proxies", default=e("TRUSTED_PROXIES", ""),
-                   help="[GATEWAY_TRUSTED_PROXIES] comma-separated addresses/CIDRs whose "
-                        "X-Forwarded-Proto is trusted (cookies become Secure behind TLS)")
+                   help="[GATEWAY_TRUSTED_PROXIES] comma-separated addresses/CIDRs of the "
+                        "operator's proxies: their X-Forwarded-Proto is trusted (cookies become "
+                        "Secure behind TLS) and, with --auth header, their user header; required "
+                        "with --auth header")
     p.add_argument("--secure-cookies", action="store_true",
                    default=_env_bool(str(e("SECURE_COOKIES", ""))),
                    help="[GATEWAY_SECURE_COOKIES] always mark the auth cookie Secure")
@@ -147,6 +152,11 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                         "(then 429 with Retry-After); 0 turns the limit off")
     p.add_argument("--create-window", type=float, default=e("CREATE_WINDOW", d.create_window),
                    help="[GATEWAY_CREATE_WINDOW] seconds of the --create-limit window")
+    p.add_argument("--resource-limits", default=e("RESOURCE_LIMITS", ""),
+                   help="[GATEWAY_RESOURCE_LIMITS] the largest resources a session may ask for, "
+                        'per user tier, as JSON: {"premium": {"cpu": "8", "memory": "16Gi", '
+                        '"gpu": "1"}, "*": {"cpu": "4", "memory": "8Gi", "gpu": "1"}} ("*": other '
+                        "tiers; default: the \"*\" entry shown)")
     return p
 
 
@@ -199,8 +209,16 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         trusted_proxies = _networks(a.trusted_proxies)
     except ValueError as exc:
         parser.error(str(exc))
+    if a.auth == "header" and not trusted_proxies:
+        parser.error("--auth header needs --trusted-proxies (GATEWAY_TRUSTED_PROXIES): the "
+                     "addresses of the authenticating proxy, the only peers whose "
+                     f"{a.user_header} is believed")
     if a.create_limit < 0 or a.create_window <= 0:
         parser.error("--create-limit must be 0 or more and --create-window positive")
+    try:
+        resource_limits = parse_limits(a.resource_limits) if a.resource_limits else dict(DEFAULT_LIMITS)
+    except ValueError as exc:
+        parser.error(str(exc))
     turn_urls = tuple(u.strip() for u in a.turn_urls.split(",") if u.strip())
     if turn_urls and not a.turn_secret:
         parser.error("--turn-urls needs --turn-secret (GATEWAY_TURN_SECRET)")
@@ -218,5 +236,5 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         turn_ttl=a.turn_ttl, log_level=a.log_level,
         cors_origins=cors_origins, trusted_proxies=trusted_proxies,
         secure_cookies=bool(a.secure_cookies), create_limit=a.create_limit,
-        create_window=a.create_window,
+        create_window=a.create_window, resource_limits=resource_limits,
     )

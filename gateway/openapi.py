@@ -91,6 +91,16 @@ def spec(config: Config) -> dict[str, Any]:
                                 "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "the file", "content": {"*/*": {}}},
                               "404": _error("no such file in the web client's folder")}}},
+            "/logout": {"get": {
+                "summary": "forget the login cookie and go to the launcher", "security": _PUBLIC,
+                "responses": {"303": {"description": "the cookie is cleared",
+                                      "headers": {"Location": {"$ref": "#/components/headers/Location"},
+                                                  "Set-Cookie": {"schema": {"type": "string"}}}}}}},
+            "/api/logout": {"post": {
+                "summary": "forget the login cookie", "security": _PUBLIC,
+                "responses": {"200": _json({"type": "object", "required": ["status"],
+                                            "properties": {"status": {"const": "logged out"}}},
+                                           "the cookie is cleared")}}},
             "/api/openapi.json": {"get": {
                 "summary": "this description", "security": _PUBLIC,
                 "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")}}},
@@ -236,6 +246,8 @@ def spec(config: Config) -> dict[str, Any]:
                     "properties": {
                         "application": {"enum": list(APPLICATIONS)},
                         "resources": {
+                            "description": "each at most the maximum of the caller's tier "
+                                           "(--resource-limits); above it: 400 naming the limit",
                             "type": ["object", "null"], "additionalProperties": False,
                             "properties": {
                                 "cpu": _ref("Quantity"), "memory": _ref("Quantity"),

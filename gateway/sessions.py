@@ -115,8 +115,9 @@ class SessionRegistry:
     def route(self, session: Session) -> Route | None:
         return self.spawner.route(session.id)
 
-    def subscribe(self) -> AbstractAsyncContextManager[AsyncIterator[SessionEvent]]:
-        return self.spawner.subscribe()
+    def subscribe(self, session_id: str | None = None
+                  ) -> AbstractAsyncContextManager[AsyncIterator[SessionEvent]]:
+        return self.spawner.subscribe(session_id)
 
     def current(self, session: Session) -> Session | None:
         """The latest snapshot of a session already known to be the caller's."""

@@ -6,11 +6,15 @@ import hashlib
 import hmac
 import time
 
+from gateway.identity import turn_user
+
 
 def turn_credentials(secret: str, user: str, ttl: int, now: float | None = None) -> tuple[str, str]:
-    """(username, password): username `expiry:user`, password base64(HMAC-SHA1(secret, username))."""
+    """(username, password): username `expiry:<hash of the user id>` (coturn logs usernames:
+    never the raw id, which may be an e-mail address or carry characters coturn splits on),
+    password base64(HMAC-SHA1(secret, username))."""
     expiry = int(time.time() if now is None else now) + ttl
-    username = f"{expiry}:{user}"
+    username = f"{expiry}:{turn_user(user)}"
     digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
     return username, base64.b64encode(digest).decode()
 

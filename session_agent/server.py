@@ -64,7 +64,9 @@ def _authorized(request: web.Request) -> bool:
         return True
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+    # Header bytes that are not ASCII arrive as surrogates: no token, and not encodable.
+    return (scheme.lower() == "bearer" and value.isascii()
+            and hmac.compare_digest(value.strip().encode(), token.encode()))
 
 
 def _unauthorized() -> web.Response:

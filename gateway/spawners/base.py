@@ -164,11 +164,13 @@ class Spawner(ABC):
         """Every session of `user` (every session when None), oldest first."""
 
     @abstractmethod
-    def subscribe(self) -> AbstractAsyncContextManager[AsyncIterator[SessionEvent]]:
+    def subscribe(self, session_id: str | None = None
+                  ) -> AbstractAsyncContextManager[AsyncIterator[SessionEvent]]:
         """An async context manager whose value is an async iterator of every change from now
-        on: `async with spawner.subscribe() as events: async for event in events: ...`.
-        Cancelling a pending `__anext__` (asyncio.wait_for) must leave the iterator usable;
-        SessionTable.subscribe does all of this."""
+        on (of one session when `session_id` is given): `async with spawner.subscribe() as
+        events: async for event in events: ...`. Cancelling a pending `__anext__`
+        (asyncio.wait_for) must leave the iterator usable; a subscriber that falls too far
+        behind is dropped (its iterator ends). SessionTable.subscribe does all of this."""
 
     def route(self, session_id: str) -> Route | None:
         """Where `/streaming/{id}/...` goes: the agent URL and token of a running session."""
@@ -182,10 +184,15 @@ class SessionTable:
     """Sessions by id and by user, with a change feed: the in-memory view a spawner serves
     reads from. All methods run on the event loop; none blocks."""
 
+    #: events a subscriber of one session may have unread before it is dropped (a session has
+    #: a handful of changes in its whole life: only a reader that stopped reading gets here)
+    SESSION_BACKLOG = 64
+
     def __init__(self) -> None:
         self._by_id: dict[str, Session] = {}
         self._by_user: dict[str, dict[str, None]] = {}  # insertion-ordered sets of ids
-        self._subscribers: set[asyncio.Queue[SessionEvent]] = set()
+        self._all: set[_Subscriber] = set()  # every change: the gateway's own followers
+        self._by_session: dict[str, set[_Subscriber]] = {}  # one session's: SSE streams
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -217,28 +224,56 @@ class SessionTable:
         return session
 
     @asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[AsyncIterator[SessionEvent]]:
-        queue: asyncio.Queue[SessionEvent] = asyncio.Queue()
-        self._subscribers.add(queue)
+    async def subscribe(self, session_id: str | None = None) -> AsyncIterator[AsyncIterator[SessionEvent]]:
+        """Every change, or (`session_id`) that session's changes only, with a bounded backlog:
+        a stream no browser reads must cost neither memory nor other users' events."""
+        subscriber = _Subscriber(self.SESSION_BACKLOG if session_id is not None else 0)
+        group = self._all if session_id is None else self._by_session.setdefault(session_id, set())
+        group.add(subscriber)
         try:
-            yield _Events(queue)
+            yield subscriber
         finally:
-            self._subscribers.discard(queue)
+            group.discard(subscriber)
+            if session_id is not None and not group:
+                self._by_session.pop(session_id, None)
+
+    def subscribers(self) -> int:
+        """How many subscriptions are open (for tests and metrics)."""
+        return len(self._all) + sum(map(len, self._by_session.values()))
 
     def _publish(self, event: SessionEvent) -> None:
-        for queue in self._subscribers:
-            queue.put_nowait(event)
+        for subscriber in (*self._all, *self._by_session.get(event.session.id, ())):
+            subscriber.put(event)
 
 
-class _Events:
+class SubscriberDropped(Exception):
+    """A subscriber fell more than its backlog behind; its iterator ends with this."""
+
+
+class _Subscriber:
     """An iterator over a subscriber's queue. Not an async generator: cancelling a pending
     `__anext__` (asyncio.wait_for, for SSE keep-alives) must leave it usable."""
 
-    def __init__(self, queue: asyncio.Queue[SessionEvent]) -> None:
-        self._queue = queue
+    def __init__(self, backlog: int) -> None:
+        self._queue: asyncio.Queue[SessionEvent] = asyncio.Queue(backlog)
+        self.dropped = False
 
-    def __aiter__(self) -> _Events:
+    def put(self, event: SessionEvent) -> None:
+        if self.dropped:
+            return
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped = True  # it stopped reading: free what it holds and end it
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._queue.put_nowait(SessionEvent("deleted", event.session))  # wakes a waiter
+
+    def __aiter__(self) -> _Subscriber:
         return self
 
     async def __anext__(self) -> SessionEvent:
-        return await self._queue.get()
+        event = await self._queue.get()
+        if self.dropped:
+            raise SubscriberDropped("the subscriber fell too far behind")
+        return event

@@ -190,8 +190,9 @@ class KubernetesSpawner(Spawner):
     def list(self, user: str | None = None) -> list[Session]:
         return sorted(self.table.list(user), key=lambda s: s.created_at)
 
-    def subscribe(self) -> AbstractAsyncContextManager[AsyncIterator[SessionEvent]]:
-        return self.table.subscribe()
+    def subscribe(self, session_id: str | None = None
+                  ) -> AbstractAsyncContextManager[AsyncIterator[SessionEvent]]:
+        return self.table.subscribe(session_id)
 
     def collectors(self) -> list[Collector]:
         """Metrics of the in-process controller (--controller), for the gateway's registry:

@@ -168,8 +168,8 @@ class LocalSpawner(Spawner):
     def list(self, user: str | None = None) -> list[Session]:
         return self._table.list(user)
 
-    def subscribe(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        return self._table.subscribe()
+    def subscribe(self, session_id: str | None = None) -> contextlib.AbstractAsyncContextManager[Any]:
+        return self._table.subscribe(session_id)
 
     # -- one session's life --------------------------------------------------------------
 

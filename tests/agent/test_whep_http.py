@@ -197,3 +197,11 @@ async def test_an_offer_aiortc_half_applies_is_400_and_the_agent_still_serves(ag
         await viewer.wait_for(lambda f: True)
     finally:
         await viewer.close()
+
+
+async def test_a_bearer_token_that_is_not_ascii_is_401_not_500(agent):
+    from tests.fuzz.test_raw_http import raw, request
+    status, headers, body = raw(agent.url, request(b"POST /whep", b"Authorization: Bearer \xff\xfe\r\n",
+                                                   b"Content-Type: application/sdp\r\n",
+                                                   b"Content-Length: 4\r\n", body=b"v=0\n"))
+    assert status == 401 and b"error" in body

@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 
 from gateway.app import create_app
+from gateway.runner import JsonErrorRunner
 from gateway.config import Config
 from tests.gateway.conftest import LIGHT_APP, REAL_AGENT, bearer, make_config
 
@@ -50,7 +51,7 @@ def serve(config: Config) -> Iterator[LiveGateway]:
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     app = create_app(config)
-    runner = web.AppRunner(app, access_log=None)
+    runner = JsonErrorRunner(app, access_log=None)  # what python -m gateway runs
 
     async def start() -> int:
         await runner.setup()

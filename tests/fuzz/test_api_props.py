@@ -13,6 +13,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 
 from gateway.openapi import spec
+from gateway.resources import check
 from tests.fuzz.conftest import LiveGateway, serve
 from tests.fuzz.openapi_check import Spec
 from tests.fuzz.strategies import create_bodies, query_strings, raw_bodies
@@ -48,6 +49,17 @@ def error_of(r: requests.Response) -> str:
     return message
 
 
+def within_limits(body: Any) -> bool:
+    """The description's schema plus the operator's per-tier maximums (not a schema matter)."""
+    config = make_config(Path("."))
+    try:
+        check({k: str(v) for k, v in (body.get("resources") or {}).items()}, "standard",
+              config.resource_limits)
+    except (ValueError, AttributeError):
+        return False
+    return True
+
+
 def test_create_bodies_follow_the_description(api_gateway: LiveGateway, tmp_path: Path) -> None:
     described = Spec(spec(make_config(tmp_path)))
     valid_create = described.validator(described.document["components"]["schemas"]["CreateSession"])
@@ -63,7 +75,8 @@ def test_create_bodies_follow_the_description(api_gateway: LiveGateway, tmp_path
             error_of(r)
         if has_float(body):
             return
-        assert (r.status_code != 400) == valid_create.is_valid(body), (body, r.text)
+        assert (r.status_code != 400) == (valid_create.is_valid(body) and within_limits(body)), (
+            body, r.text)
         if r.status_code < 300:
             assert r.json()["application"] == body["application"]
         described.check("POST", "/api/sessions", r.status_code, dict(r.headers), r.content)

@@ -4,10 +4,13 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.config import load_config
 from gateway.http import REGISTRY
+from gateway.resources import parse_limits
 from tests.gateway.conftest import alive, bearer, eventually, user
 
 
@@ -145,3 +148,34 @@ async def _worker(client, sid):
     """The session's supervisor pid: internal, so read from the spawner rather than the API."""
     session = client.app[REGISTRY].spawner.get(sid)
     return session.worker if session else None
+
+
+async def test_resources_above_the_tier_maximum_are_400_naming_the_limit(gateway):
+    client = await gateway(auth="jwt", resource_limits=parse_limits(
+        '{"premium": {"cpu": "8", "memory": "32Gi"}, "*": {"cpu": "2", "memory": "4Gi", "gpu": "0"}}'))
+    for resources, who, named in (({"cpu": "99999"}, user("ann"), "cpu 99999 is above the maximum of 2"),
+                                  ({"memory": "5Gi"}, user("ann"), "maximum of 4Gi"),
+                                  ({"memory": "4097Mi"}, user("ann"), "maximum of 4Gi"),
+                                  ({"gpu": "1"}, user("ann"), "maximum of 0"),
+                                  ({"cpu": "9"}, user("pat", tier="premium"), "maximum of 8 for the premium tier"),
+                                  ({"gpu": "1"}, user("pat", tier="premium"), "maximum of 0")):
+        r = await client.post("/api/sessions", json={"application": "gimp", "resources": resources},
+                              headers=who)
+        assert r.status == 400 and named in (await r.json())["error"], (resources, await r.text())
+    # Nothing was created by the refused requests; within the limits it is.
+    assert (await (await client.get("/api/sessions", headers=user("ann"))).json()) == {"sessions": []}
+    ok = await client.post("/api/sessions", json={"application": "gimp", "resources": {
+        "cpu": "1500m", "memory": "4Gi"}}, headers=user("ann"))
+    assert ok.status == 201
+    big = await client.post("/api/sessions", json={"application": "gimp", "resources": {
+        "cpu": "8", "memory": "32Gi"}}, headers=user("pat", tier="premium"))
+    assert big.status == 201
+
+
+def test_resource_limits_setting():
+    assert load_config([], {}).resource_limits == {"*": {"cpu": "4", "memory": "8Gi", "gpu": "1"}}
+    c = load_config(["--resource-limits", '{"pro": {"cpu": "16"}}'], {})
+    assert c.resource_limits["pro"] == {"cpu": "16"} and "*" in c.resource_limits
+    for bad in ("not json", '{"pro": {"disk": "1"}}', '{"pro": {"cpu": "lots"}}', '["cpu"]'):
+        with pytest.raises(SystemExit):
+            load_config(["--resource-limits", bad], {})

@@ -6,6 +6,7 @@ import time
 import jwt
 import pytest
 
+from gateway.config import load_config
 from tests.gateway.conftest import JWT_SECRET, TOKEN, bearer, make_jwt, user
 
 
@@ -108,7 +109,7 @@ async def test_jwt_page_token_sets_the_cookie(gateway):
 
 
 async def test_header_mode_trusts_only_the_configured_header(gateway):
-    client = await gateway(auth="header")
+    client = await gateway(auth="header", trusted_proxies=("127.0.0.0/8",))
     r = await client.post("/api/sessions", json={"application": "gimp"},
                           headers={"X-Forwarded-User": "carol"})
     assert r.status == 201 and (await r.json())["user"] == "carol"
@@ -117,6 +118,26 @@ async def test_header_mode_trusts_only_the_configured_header(gateway):
     # ?token= means nothing here: no cookie is set.
     page = await client.get(f"/?token={TOKEN}", allow_redirects=False)
     assert page.status == 401 and "Set-Cookie" not in page.headers
+
+
+async def test_header_mode_ignores_the_user_header_from_anyone_but_the_proxies(gateway):
+    """The attacker talks to the gateway directly (it binds 0.0.0.0) and names a victim."""
+    client = await gateway(auth="header", trusted_proxies=("10.0.0.0/8",))  # not 127.0.0.1
+    for method, path in (("GET", "/api/sessions"), ("POST", "/api/sessions"), ("GET", "/")):
+        r = await client.request(method, path, json={"application": "gimp"} if method == "POST" else None,
+                                 headers={"X-Forwarded-User": "carol"})
+        assert r.status == 401, (method, path)
+    # Nothing was created for carol.
+    trusted = await gateway(auth="header", trusted_proxies=("127.0.0.0/8",))
+    r = await trusted.get("/api/sessions", headers={"X-Forwarded-User": "carol"})
+    assert (await r.json()) == {"sessions": []}
+
+
+def test_header_mode_without_trusted_proxies_does_not_start():
+    with pytest.raises(SystemExit):
+        load_config(["--auth", "header"], {})
+    config = load_config(["--auth", "header", "--trusted-proxies", "10.1.0.0/16"], {})
+    assert config.trusted_proxies == ("10.1.0.0/16",)
 
 
 async def test_users_see_and_reach_only_their_own_sessions(gateway):

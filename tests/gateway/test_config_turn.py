@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import load_config
+from gateway.identity import turn_user
 from gateway.turn import ice_server_links, turn_credentials
 from tests.gateway.conftest import bearer
 
@@ -45,8 +46,11 @@ def test_invalid_settings_exit_with_usage(argv, env, capsys):
 
 def test_turn_credentials_are_coturn_rest_credentials():
     username, password = turn_credentials("secret", "alice", ttl=600, now=1000)
-    assert username == "1600:alice"
-    expected = base64.b64encode(hmac.new(b"secret", b"1600:alice", hashlib.sha1).digest()).decode()
+    assert username == f"1600:{turn_user('alice')}" and "alice" not in username
+    expected = base64.b64encode(hmac.new(b"secret", username.encode(), hashlib.sha1).digest()).decode()
+    # Ids that differ in case only, or that hold coturn's separator, get their own usernames.
+    names = {turn_credentials("s", u, 600, now=1000)[0] for u in ("Alice", "alice", "a:b", "a", "a:b:c")}
+    assert len(names) == 5 and all(n.count(":") == 1 for n in names)
     assert password == expected
     links = ice_server_links(("turn:t.example:3478?transport=udp", "stun:s.example"), "secret", "alice", 600)
     assert links[0].startswith('<turn:t.example:3478?transport=udp>; rel="ice-server"; username="')
@@ -60,7 +64,7 @@ async def test_whep_options_offers_the_ice_servers(gateway):
     r = await client.options(f"/streaming/{sid}/whep", headers=bearer())
     assert r.status == 204
     (link,) = r.headers.getall("Link")
-    assert link.startswith('<turn:turn.example:3478>; rel="ice-server"; username="') and ':local"' in link
+    assert link.startswith('<turn:turn.example:3478>; rel="ice-server"; username="') and f':{turn_user("local")}"' in link
     # While the session is starting, an offer is answered 503 with Retry-After, not proxied.
     offer = await client.post(f"/streaming/{sid}/whep", data=b"v=0\r\n",
                               headers={**bearer(), "Content-Type": "application/sdp"})
