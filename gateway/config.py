@@ -45,6 +45,7 @@ class Config:
     max_timeout: int = 7 * 24 * 3600
     stop_grace: float = 5.0  # SIGTERM, this long, then SIGKILL
     idle_check_interval: float = 5.0  # how often running agents are asked for their viewer count
+    idle_warning: float = 60.0  # viewers are warned this long before an idle session ends
     agent_command: tuple[str, ...] = (sys.executable, "-m", "session_agent")
     app_commands: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_APP_COMMANDS))
     session_size: str | None = None  # the agents' initial display size; None: the agent's default
@@ -120,6 +121,9 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--idle-check-interval", type=float,
                    default=e("IDLE_CHECK_INTERVAL", d.idle_check_interval),
                    help="[GATEWAY_IDLE_CHECK_INTERVAL] seconds between viewer counts")
+    p.add_argument("--idle-warning", type=float, default=e("IDLE_WARNING", d.idle_warning),
+                   help="[GATEWAY_IDLE_WARNING] seconds before an idle session ends that its "
+                        "viewers are warned (at most half its timeout)")
     p.add_argument("--agent-command", default=e("AGENT_COMMAND", shlex.join(d.agent_command)),
                    help="[GATEWAY_AGENT_COMMAND] local spawner: how to run the session agent")
     for app in APPLICATIONS:
@@ -183,7 +187,8 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     # argparse applies `type` to string defaults only, so env values that are numbers are
     # converted here again, through the parser's own error path.
     try:
-        for name in ("start_timeout", "stop_grace", "idle_check_interval", "create_window"):
+        for name in ("start_timeout", "stop_grace", "idle_check_interval", "create_window",
+                     "idle_warning"):
             setattr(a, name, float(getattr(a, name)))
         for name in ("port", "max_sessions_per_user", "max_sessions_total", "default_timeout",
                      "max_timeout", "turn_ttl", "create_limit"):
@@ -230,6 +235,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         max_sessions_per_user=a.max_sessions_per_user, max_sessions_total=a.max_sessions_total,
         start_timeout=a.start_timeout, default_timeout=a.default_timeout, max_timeout=a.max_timeout,
         stop_grace=a.stop_grace, idle_check_interval=a.idle_check_interval,
+        idle_warning=a.idle_warning,
         agent_command=agent_command,
         app_commands={app: getattr(a, f"app_{app}") for app in APPLICATIONS},
         session_size=a.session_size or None, turn_urls=turn_urls, turn_secret=a.turn_secret,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 from typing import Callable
 
@@ -34,6 +35,9 @@ PEERS = web.AppKey("peers", PeerManager)
 METRICS = web.AppKey("metrics", AgentMetrics)
 CONFIG = web.AppKey("config", AgentConfig)
 PROBLEM = web.AppKey("problem", Callable[[], "str | None"])
+INPUT = web.AppKey("input", InputSession)
+MAX_NOTICE_BYTES = 4096
+NOTICE_LEVELS = ("info", "warning")
 
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
@@ -139,7 +143,52 @@ async def health(request: web.Request) -> web.Response:
                                  status=503)
     width, height = pipeline.size
     return web.json_response({"status": "ok", "display": config.display, "encoder": pipeline.h264.name,
-                              "peers": len(request.app[PEERS].peers), "width": width, "height": height})
+                              "peers": len(request.app[PEERS].peers), "width": width, "height": height,
+                              "idle_s": round(request.app[INPUT].idle_seconds(), 1)})
+
+
+def parse_notice(body: object) -> dict[str, object]:
+    """A notice for the viewers: {"message", "level"?, "seconds"?, "reason"?, "cancel"?} (pure)."""
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object")
+    unknown = set(body) - {"message", "level", "seconds", "reason", "cancel"}
+    if unknown:
+        raise ValueError(f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
+    message, level = body.get("message"), body.get("level", "info")
+    if not isinstance(message, str) or not 0 < len(message) <= 500:
+        raise ValueError("message must be text of 1 to 500 characters")
+    if level not in NOTICE_LEVELS:
+        raise ValueError(f"level must be one of: {', '.join(NOTICE_LEVELS)}")
+    notice: dict[str, object] = {"message": message, "level": level}
+    if "seconds" in body:
+        seconds = body["seconds"]
+        if not isinstance(seconds, int) or isinstance(seconds, bool) or not 0 <= seconds <= 86400:
+            raise ValueError("seconds must be a whole number from 0 to 86400")
+        notice["seconds"] = seconds
+    if "reason" in body:
+        if not isinstance(body["reason"], str) or not 0 < len(body["reason"]) <= 40:
+            raise ValueError("reason must be a short word such as \"idle\"")
+        notice["reason"] = body["reason"]
+    if "cancel" in body:
+        if not isinstance(body["cancel"], bool):
+            raise ValueError("cancel must be true or false")
+        notice["cancel"] = body["cancel"]
+    return notice
+
+
+async def notice_post(request: web.Request) -> web.Response:
+    """`POST /notice` (the gateway's token): show a notice to every viewer, such as "this
+    session ends in 60 s"; the viewers get `{"type": "notice", …}` on their input channel."""
+    if not _authorized(request):
+        return _unauthorized()
+    if request.content_length is not None and request.content_length > MAX_NOTICE_BYTES:
+        return _error(413, f"notice larger than {MAX_NOTICE_BYTES} bytes")
+    try:
+        notice = parse_notice(json.loads(await request.content.read(MAX_NOTICE_BYTES + 1)))
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        return _error(400, str(exc) if not isinstance(exc, json.JSONDecodeError) else "body is not JSON")
+    request.app[INPUT].notify(notice)
+    return web.json_response({"status": "sent", "viewers": len(request.app[PEERS].peers)})
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
@@ -174,6 +223,7 @@ def create_app(config: AgentConfig, encoder: EncoderKind, *, channel_factory=Non
     app[PROBLEM] = lambda: pipeline.error or problem()
     # X input, clipboard, cursor and resize, shared by every peer's `input` data channel
     input_session = InputSession(config.display, max_size=(config.max_width, config.max_height))
+    app[INPUT] = input_session
     app[PEERS] = PeerManager(pipeline, metrics, max_peers=config.max_peers,
                              prefer="vp8" if config.encoder == "vp8" else "h264",
                              channel_factory=channel_factory or input_session.channel)
@@ -189,6 +239,7 @@ def create_app(config: AgentConfig, encoder: EncoderKind, *, channel_factory=Non
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics_handler)
+    app.router.add_post("/notice", notice_post)
     app.router.add_post("/whep", whep_post)
     app.router.add_options("/whep", whep_options)
     app.router.add_delete("/whep/{peer}", whep_delete)

@@ -36,6 +36,7 @@ from typing import Any
 import aiohttp
 
 from gateway.config import Config
+from gateway.idle import idle_policy
 from gateway.logs import log_event
 from gateway.spawners import supervisor
 from gateway.spawners.base import (Phase, Session, SessionRequest, SessionTable, Spawner,
@@ -312,8 +313,9 @@ class LocalSpawner(Spawner):
 
     async def _watch(self, session: Session, proc: asyncio.subprocess.Process, url: str,
                      log_path: Path) -> None:
-        """Until the agent exits (failed) or has had no viewer for `timeout` s (terminated)."""
-        last_viewer = time.monotonic()
+        """Until the agent exits (failed) or nobody has used it for `timeout` s (terminated).
+        Viewers still connected are warned first (idle_policy), and any input postpones it."""
+        warned = False
         while True:
             try:
                 await asyncio.wait_for(proc.wait(), self._config.idle_check_interval)
@@ -324,24 +326,38 @@ class LocalSpawner(Spawner):
                 await self._fail(session.id, f"the session ended unexpectedly (exit code "
                                              f"{proc.returncode})" + (f": {reason}" if reason else ""))
                 return
-            if await self._viewers(url):
-                last_viewer = time.monotonic()
-            elif time.monotonic() - last_viewer >= session.timeout:
+            peers, idle = await self._activity(url)
+            step = idle_policy(idle, peers, session.timeout, self._config.idle_warning, warned)
+            if step.notice is not None:
+                await self._notify(url, session.agent_token, step.notice)
+                warned = not step.notice.get("cancel", False)
+            if step.end:
                 log_event(log, "session_idle_timeout", session_id=session.id, user_id=session.user,
                           timeout_s=session.timeout)
                 await self.delete(session.id)
                 return
 
-    async def _viewers(self, url: str) -> int:
-        """The agent's viewer count; an agent that does not answer counts as watched, so that
-        a busy agent is not taken for an idle one."""
+    async def _activity(self, url: str) -> tuple[int, float]:
+        """(viewers, seconds since anybody used the session) from the agent's /health; an agent
+        that does not answer counts as in use, so that a busy agent is not taken for an idle one."""
         assert self._http is not None
         try:
             async with self._http.get(f"{url}/health") as r:
                 body = await r.json(content_type=None)
-                return int(body.get("peers", 0)) if r.status == 200 else 1
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, TypeError, AttributeError):
-            return 1
+                if r.status == 200 and isinstance(body, dict):
+                    return int(body.get("peers", 0)), float(body.get("idle_s", 0.0))
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, TypeError):
+            pass
+        return 1, 0.0
+
+    async def _notify(self, url: str, token: str, notice: dict[str, Any]) -> None:
+        assert self._http is not None
+        try:
+            async with self._http.post(f"{url}/notice", json=notice,
+                                       headers={"Authorization": f"Bearer {token}"}) as r:
+                await r.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            pass  # the warning is a courtesy; the cull does not depend on it
 
     async def _fail(self, session_id: str, message: str) -> None:
         await self._stop_process(session_id)

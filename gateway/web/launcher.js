@@ -78,6 +78,10 @@ class AppCard {
 
   async end() {
     if (!this.session) return;
+    const name = LABELS[this.app.name] || this.app.name;
+    const question = `End your ${name} session? Anything not saved in ${name} is lost; `
+      + 'saved files are kept. (The session\'s own page names unsaved documents.)';
+    if (!confirm(question)) return;
     try {
       await endSession(this.session.id);
     } catch (err) {

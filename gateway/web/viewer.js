@@ -2,6 +2,7 @@
 import { endSession, getSession } from './api.js';
 import { LocalCursor } from './cursor.js';
 import { InputCapture } from './input.js';
+import { Notices } from './notices.js';
 import { StatsOverlay } from './stats.js';
 import { WhepSession } from './whep.js';
 
@@ -36,6 +37,7 @@ function send(message) {
 const input = new InputCapture(screen, send);
 const cursor = new LocalCursor(screen);
 const stats = new StatsOverlay($('stats'));
+const notices = new Notices($('notice'));
 input.attach();
 
 function setState(state, text) {
@@ -140,6 +142,8 @@ function onMessage(event) {
       break;
     case 'pong': if (typeof message.t === 'number') stats.pingRtt = performance.now() - message.t; break;
     case 'error': console.warn('agent:', message.message); break;
+    case 'notice': if (typeof message.message === 'string') notices.show(message); break;
+    case 'unsaved': if (Array.isArray(message.documents)) notices.unsaved = message.documents.map(String); break;
     default: break;
   }
 }
@@ -186,7 +190,7 @@ document.addEventListener('fullscreenchange', () => {
 $('pointer-lock').addEventListener('click', () => input.requestPointerLock());
 $('stats-toggle').addEventListener('click', () => { stats.toggle(); screen.focus(); });
 $('end').addEventListener('click', async () => {
-  if (!confirm('End this session? Your saved files are kept.')) return;
+  if (!confirm(notices.endQuestion())) return;
   try {
     await endSession(sessionId);
     end('Session ended. Your files are kept for next time.');
@@ -203,6 +207,8 @@ window.viewer = {
   get display() { return input.display; },
   get state() { return document.body.dataset.state; },
   get resource() { return whep && whep.resource; },
+  get unsaved() { return notices.unsaved; },
+  get notice() { return notices.banner.hidden ? null : notices.banner.textContent; },
 };
 
 connect();

@@ -57,6 +57,9 @@ class InputChannel:
             return
         try:
             msg = m.parse(raw)
+            if not isinstance(msg, (m.Ping, m.Resize)):
+                # A person is there (a view-only guest's refused input counts too: they watch).
+                self._session.note_activity()
             if not isinstance(msg, m.Ping) and not self._control:
                 raise m.ProtocolError("this peer is view-only")
             self._dispatch(msg)

@@ -20,6 +20,7 @@ from Xlib.protocol import event as xevent
 
 from session_agent.display.cursor import CursorWatcher
 from session_agent.display.randr import screen_size, set_screen_size
+from session_agent.display.titles import TitleWatcher
 from session_agent.display.windows import MaximizeKeeper, refit_fullscreen_windows
 from session_agent.display.xevents import is_extension_event
 from session_agent.input.channel import InputChannel, Send
@@ -43,6 +44,9 @@ class InputSession:
         self._resize_pending: tuple[int, int] | None = None
         self._resize_handle: asyncio.TimerHandle | None = None
         self._last_resize = -RESIZE_INTERVAL
+        # The last sign of a person: input from any viewer, a viewer coming or going. The
+        # gateway ends a session idle longer than its timeout (and warns viewers first).
+        self.last_activity = 0.0
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -57,6 +61,8 @@ class InputSession:
         self._clipboard = Clipboard(d, self._on_copy)
         self._cursor = CursorWatcher(d)
         self._windows = MaximizeKeeper(d)
+        self._titles = TitleWatcher(d, self._on_unsaved)
+        self.last_activity = self._loop.time()
         d.screen().root.xrandr_select_input(randr.RRScreenChangeNotifyMask)
         self.size = screen_size(d)
         self._cursor.read()
@@ -82,15 +88,28 @@ class InputSession:
         """A channel for one peer; with control=False the peer may only ping (view-only)."""
         channel = InputChannel(send, self, control=control, rate=self._rate, burst=self._burst)
         self._channels.add(channel)
+        self.note_activity()
         channel.send({"type": "resized", "width": self.size[0], "height": self.size[1]})
         if self._cursor.current is not None:
             channel.send(self._cursor.current)
+        channel.send({"type": "unsaved", "documents": self._titles.documents})
         return channel
+
+    def idle_seconds(self) -> float:
+        return max(0.0, self._loop.time() - self.last_activity)
+
+    def notify(self, notice: dict[str, Any]) -> None:
+        """A notice from the gateway (the session ends soon, ...) to every viewer."""
+        self._broadcast({"type": "notice", **notice})
 
     # -- called by channels ----------------------------------------------------------------
 
     def forget(self, channel: InputChannel) -> None:
         self._channels.discard(channel)
+        self.note_activity()
+
+    def note_activity(self) -> None:
+        self.last_activity = self._loop.time()
 
     def set_clipboard(self, text: str) -> None:
         self._clipboard.set_text(text)
@@ -148,6 +167,7 @@ class InputSession:
             self._size_changed(screen_size(self._d))
         else:
             self._windows.handle(ev)
+            self._titles.handle(ev)
             self._clipboard.handle(ev)
             cursor = self._cursor.handle(ev)
             if cursor is not None:
@@ -165,6 +185,9 @@ class InputSession:
             if i < len(pieces) - 1:
                 msg["more"] = True
             self._broadcast(msg)
+
+    def _on_unsaved(self, documents: list[str]) -> None:
+        self._broadcast({"type": "unsaved", "documents": documents})
 
     def _broadcast(self, msg: dict[str, Any]) -> None:
         for channel in list(self._channels):

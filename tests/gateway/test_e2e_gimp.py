@@ -274,6 +274,41 @@ async def test_chromium_plays_the_session_and_its_input_reaches_x(gw: Gateway, a
         recorder.close()
 
 
+async def test_end_session_names_the_unsaved_gimp_image_before_ending(gw: Gateway, alice: str,
+                                                                    alice_session: str,
+                                                                    browser: Browser) -> None:
+    """GIMP marks a modified image's title with '*': "End session" asks first and names it."""
+    page = await browser.new_page(viewport={"width": 1000, "height": 640})
+    await page.goto(f"{gw.base}/streaming/{alice_session}/?token={alice}&resize=0")
+    await page.wait_for_function("window.viewer && window.viewer.state === 'connected'", timeout=60_000)
+    await page.focus("#screen")
+    await page.keyboard.press("Control+n")  # File > New, then accept the dialog's defaults
+    await page.wait_for_timeout(2000)
+    await page.keyboard.press("Enter")
+    await page.wait_for_timeout(2000)
+    await page.keyboard.press("n")  # the pencil
+    box = await page.locator("#screen").bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    await page.mouse.move(cx - 40, cy - 20)
+    await page.mouse.down()
+    await page.mouse.move(cx + 40, cy + 20, steps=8)
+    await page.mouse.up()
+    await page.wait_for_function("window.viewer.unsaved.length > 0", timeout=60_000)
+    unsaved = await page.evaluate("window.viewer.unsaved")
+    assert any(name.startswith("[Untitled]") for name in unsaved), unsaved
+    asked: list[str] = []
+
+    async def answer(dialog) -> None:
+        asked.append(dialog.message)
+        await dialog.dismiss()  # "no, keep it"
+    page.on("dialog", answer)
+    await page.click("#end")
+    await page.wait_for_timeout(500)
+    assert asked and "unsaved changes" in asked[0] and "[Untitled]" in asked[0], asked
+    assert gw.call("GET", f"/api/sessions/{alice_session}", alice)[1]["phase"] == "running"
+    await page.close()
+
+
 async def test_the_launcher_starts_gimp_and_opens_the_viewer(gw: Gateway, browser: Browser) -> None:
     dave = make_jwt("dave")
     page = await browser.new_page(viewport={"width": 900, "height": 600})
