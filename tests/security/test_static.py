@@ -1,10 +1,12 @@
 """Static files: nothing outside gateway/web can be read through /static/ (SECURITY.md §1)."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
+import gateway.app as gateway_app
 from gateway.app import WEB
 from tests.security.conftest import Gateway, raw_get
 
@@ -47,25 +49,29 @@ async def test_static_file_inside_folder_is_served(gateway: Gateway) -> None:
     assert body == (WEB / "whep.js").read_bytes()
 
 
-async def test_static_route_does_not_follow_symlinks(gateway: Gateway, tmp_path: Path) -> None:
-    """A link inside the web folder to a file or folder outside it is not served."""
+async def test_static_route_does_not_follow_symlinks(gateway: Gateway, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A link inside the web folder to a file or folder outside it is not served. The links are
+    planted in a copy of the folder (the app serves whatever `gateway.app.WEB` names), never in
+    the source tree."""
+    web = tmp_path / "web"
+    shutil.copytree(WEB, web)
+    monkeypatch.setattr(gateway_app, "WEB", web)
     client = await gateway()
     secret = tmp_path / "secret.txt"
     secret.write_text("not for browsers")
-    links = [WEB / "zz-escape-test.txt", WEB / "zz-escape-dir"]
-    links[0].symlink_to(secret)
-    links[1].symlink_to(GATEWAY_DIR, target_is_directory=True)
-    try:
-        for target in ("/static/zz-escape-test.txt", "/static/zz-escape-dir/app.py",
-                       "/static/zz-escape-dir%2Fapp.py"):
-            status, body = await raw_get(client.port, target)
-            assert status == 404, target
-            assert b"not for browsers" not in body and b"create_app" not in body
-        status, body = await raw_get(client.port, "/static/missing.js")
-        assert status == 404 and b'"error"' in body
-    finally:
-        for link in links:
-            link.unlink()
+    (web / "zz-escape-test.txt").symlink_to(secret)
+    (web / "zz-escape-dir").symlink_to(GATEWAY_DIR, target_is_directory=True)
+    (web / "zz-inside-link.js").symlink_to(web / "whep.js")  # even a link that stays inside
+    for target in ("/static/zz-escape-test.txt", "/static/zz-escape-dir/app.py",
+                   "/static/zz-escape-dir%2Fapp.py", "/static/zz-inside-link.js"):
+        status, body = await raw_get(client.port, target)
+        assert status == 404, target
+        assert b"not for browsers" not in body and b"create_app" not in body
+    status, body = await raw_get(client.port, "/static/whep.js")
+    assert status == 200 and body == (web / "whep.js").read_bytes()  # the copy is what is served
+    status, body = await raw_get(client.port, "/static/missing.js")
+    assert status == 404 and b'"error"' in body
 
 
 async def test_static_is_public_but_api_is_not(gateway: Gateway) -> None:
