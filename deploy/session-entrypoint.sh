@@ -72,20 +72,25 @@ start_display() {
     AGENT_TOKEN=$(cat "$AGENT_TOKEN_FILE")
     export AGENT_TOKEN
   fi
-  # X access by cookie: the app container (another PID namespace, same network namespace, so the
-  # abstract X socket reaches it too) connects with the cookie from the shared volume. Both a
-  # host-bound entry (python-xlib matches only those) and a wildcard one (hostname-independent).
+  # X access by cookie: the app container (another PID namespace) connects through the socket
+  # in the shared X volume with the cookie written there. Two entries: one bound to the host
+  # name (python-xlib matches only those; a pod's containers share its host name) and a
+  # wildcard one (libX11/xcb, whatever the host name).
   cookie=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
   hexnumber=$(printf '%s' "$number" | od -An -tx1 | tr -d ' \n')
   (
     umask 077
     rm -f "$XAUTHORITY"
+    : > "$XAUTHORITY"
     xauth -q -f "$XAUTHORITY" add "$DISPLAY" MIT-MAGIC-COOKIE-1 "$cookie"
     printf 'ffff 0000 %04x %s 0012 4d49542d4d414749432d434f4f4b49452d31 0010 %s\n' \
       "${#number}" "$hexnumber" "$cookie" | xauth -q -f "$XAUTHORITY" nmerge -
   ) || die "cannot write the X cookie to $XAUTHORITY"
   # Only the socket in the X directory: no TCP, and no abstract socket (that would reach
   # every process in the pod's network namespace, the sidecar's too).
+  # A restarted container keeps its /tmp volume: a lock left by the last Xvfb names a PID that
+  # may now be another process of this new PID namespace, and Xvfb would refuse to start.
+  rm -f "/tmp/.X$number-lock" "$socket"
   Xvfb "$DISPLAY" -screen 0 "${MAX_SIZE}x24" -auth "$XAUTHORITY" -nolisten tcp -nolisten local \
     -noreset +extension RANDR +extension DAMAGE +extension MIT-SHM &
   xvfb=$!

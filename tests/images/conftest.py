@@ -99,7 +99,8 @@ def session_manifest(application: str, port: int, pod_name: str) -> dict:
                                user_id="alice@example.org", owner=None)
 
 
-def start_pod(application: str, workdir: Path, *, wait: bool = True) -> SessionPod:
+def start_pod(application: str, workdir: Path, *, wait: bool = True,
+              only: str | None = None) -> SessionPod:
     port = free_port()
     pod_name = f"images-{application}-{secrets.token_hex(3)}"
     manifest = session_manifest(application, port, pod_name)
@@ -110,7 +111,8 @@ def start_pod(application: str, workdir: Path, *, wait: bool = True) -> SessionP
                        claims={objects.pvc_name("alice@example.org"): home})
     runner.prepare_volumes()
     for container in manifest["spec"]["containers"]:  # the kubelet starts them in order
-        runner.start(container["name"])
+        if only in (None, container["name"]):
+            runner.start(container["name"])
     pod = SessionPod(application, runner, port, token, home)
     if wait:
         wait_ready(pod)

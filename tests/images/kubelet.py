@@ -283,6 +283,12 @@ class PodRunner:
         finally:
             self.remove(name)
 
+    def restart(self, name: str) -> Container:
+        """What restartPolicy Always does for a container that died: a new one from the image,
+        with the pod's same volumes."""
+        self.remove(name)
+        return self.start(name)
+
     def remove(self, name: str) -> None:
         container = self.containers.pop(name, None)
         if container is not None:

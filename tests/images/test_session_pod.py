@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.images import glyphs
-from tests.images.conftest import SESSION_SIZE, SessionPod, start_pod
+from tests.images.conftest import SESSION_SIZE, SessionPod, start_pod, wait_ready
 from tests.whep_client import Viewer
 
 pytestmark = pytest.mark.timeout(2700)  # the first test builds the images (a cold cache: minutes)
@@ -136,6 +136,28 @@ def test_the_image_holds_the_agent_not_the_gateway(session_pod: SessionPod) -> N
     assert result.stdout.strip() == "['Xlib', 'aiortc', 'av', 'numpy', 'session_agent']", result
 
 
+def test_after_a_crash_the_restarted_containers_serve_again(session_pod: SessionPod) -> None:
+    """The session container killed (SIGKILL: no cleanup, its Xvfb lock and socket stay on
+    the volumes) and restarted by the kubelet serves again; the application, whose X server
+    went away, ends, and its restarted container brings it back."""
+    session_pod.session.signal(signal.SIGKILL)
+    assert session_pod.session.wait(30) is not None
+    assert session_pod.app.wait(60) is not None  # the application lost its display
+    session_pod.runner.restart("session")
+    session_pod.runner.restart("app")
+    wait_ready(session_pod)
+    deadline = time.monotonic() + 120
+    binary = {"gimp": "gimp", "inkscape": "inkscape"}[session_pod.application]
+    while time.monotonic() < deadline:
+        running = session_pod.app.exec(["sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"])
+        if f" {binary}" in f" {running.stdout}" and session_pod.app.proc.poll() is None:
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError(f"the application did not come back:\n{session_pod.logs()}")
+    assert session_pod.health()[0] == 200
+
+
 def test_pod_deletion_stops_both_containers_by_themselves(session_pod: SessionPod) -> None:
     """SIGTERM to each container's PID 1, as the kubelet sends it: both stop what they run and
     exit 0 (not SIGKILLed after the grace period); the application's files are on the home
@@ -153,10 +175,9 @@ def test_sigterm_while_starting_ends_the_container_at_once(
         built_images: dict, tmp_path, container: str) -> None:
     """A pod deleted while it starts: the entrypoint is PID 1 (a signal without a handler is
     ignored there) and traps TERM first, so the container ends at once, not after 60 s."""
-    pod = start_pod("gimp", tmp_path, wait=False)
+    # alone: the app container then waits for an X server that never comes
+    pod = start_pod("gimp", tmp_path, wait=False, only=container)
     try:
-        other = "app" if container == "session" else "session"
-        pod.runner.remove(other)  # the app container then waits for an X server forever
         target = pod.runner.containers[container]
         time.sleep(0.2)  # the session container: Xvfb is starting
         target.signal(signal.SIGTERM)
