@@ -1,6 +1,6 @@
 """Every benchmark of the project, one after another, one JSON object per figure.
 
-    python -m bench [--quick] [--soak] [--soak-minutes 10]
+    python -m bench [--quick] [--soak] [--soak-minutes 10] [--images]
 
 Each benchmark runs as its own process, in turn (two cores: running them side by side would
 measure each other). A benchmark that prints figure rows itself (`name`, `value`, `unit`,
@@ -8,7 +8,8 @@ measure each other). A benchmark that prints figure rows itself (`name`, `value`
 through; the others print one object, mapped below onto figures. A benchmark that fails
 prints `{"name": …, "error": …}` and the suite goes on; the exit status is 1 if any failed.
 `--quick` (under 3 minutes) passes each benchmark its smaller settings; `--soak` adds the
-soak (bench/soak.py, 10 minutes by default).
+soak (bench/soak.py, 10 minutes by default); `--images` the image sizes (bench/images.py: it
+builds the images, as root, minutes from a cold cache).
 """
 from __future__ import annotations
 
@@ -149,8 +150,10 @@ def run(bench: Bench, quick: bool) -> list[dict[str, Any]]:
         return [{"name": bench.label, "error": f"output is not JSON: {e}"}, *failed]
 
 
-def suite(soak: bool, soak_minutes: float) -> list[Bench]:
+def suite(soak: bool, soak_minutes: float, images: bool = False) -> list[Bench]:
     benches = list(SUITE)
+    if images:
+        benches.append(Bench("images", "images", timeout_s=3600))
     if soak:
         benches.append(Bench("soak", "soak", ("--minutes", str(soak_minutes)), ("--minutes", str(soak_minutes)),
                              timeout_s=soak_minutes * 60 + 300))
@@ -162,9 +165,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller settings, under 3 minutes in all")
     parser.add_argument("--soak", action="store_true", help="also run the soak (not part of --quick's budget)")
     parser.add_argument("--soak-minutes", type=float, default=10)
+    parser.add_argument("--images", action="store_true", help="also the image sizes (builds them)")
     args = parser.parse_args()
     started, failed, count = time.monotonic(), 0, 0
-    for bench in suite(args.soak, args.soak_minutes):
+    for bench in suite(args.soak, args.soak_minutes, args.images):
         for row in run(bench, args.quick):
             failed += "error" in row
             count += 1

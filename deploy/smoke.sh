@@ -3,13 +3,15 @@
 # runs the same scenario against the in-process fake API server instead (tests/kube).
 #
 #   deploy/smoke.sh            # images already pullable by the cluster
-#   BUILD=1 deploy/smoke.sh    # docker build both images and `kind load` them first
+#   BUILD=1 deploy/smoke.sh    # scripts/build-images (as root), then load them into kind
 #
-# Needs: kubectl (pointing at the cluster), python3 with this repository's dependencies
-# (aiortc, PyJWT) for the viewer; docker and kind with BUILD=1.
-# What it checks: install with kubectl apply -k, a Session created through the gateway API
-# becomes a running, restricted pod; a real WebRTC viewer gets frames through the gateway;
-# deleting it removes pod and Secret and keeps the user's volume.
+# Needs: kubectl (pointing at the cluster), python3 with this repository's test extra (aiortc,
+# PyJWT: ./.venv after scripts/setup) for the viewer; podman, buildah, debootstrap and kind
+# with BUILD=1.
+# What it checks (what tests/images cannot: deploy/README.md): install with kubectl apply -k,
+# a Session created through the gateway API becomes a running pod admitted at the restricted
+# level, two containers on read-only roots; a real WebRTC viewer gets frames of the session
+# size through the gateway; deleting it removes pod and Secret and keeps the user's volume.
 set -euo pipefail
 
 NS=gimp-streaming
@@ -22,18 +24,24 @@ USER_ID=${USER_ID:-smoke-user}
 step() { printf '\n== %s\n' "$*"; }
 fail() { echo "smoke: $*" >&2; exit 1; }
 
+PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
+[ -x "$PYTHON" ] || PYTHON=python3
+
 if [ "${BUILD:-0}" = 1 ]; then
   step "building images"
-  docker build -f "$ROOT/Dockerfile.gateway" -t "ghcr.io/gimp-streaming-platform/gateway:$TAG" "$ROOT"
-  docker build -f "$ROOT/Dockerfile.session" --build-arg "APPLICATION=$APP" \
-    -t "ghcr.io/gimp-streaming-platform/session-$APP:$TAG" "$ROOT"
-  kind load docker-image "ghcr.io/gimp-streaming-platform/gateway:$TAG" \
-    "ghcr.io/gimp-streaming-platform/session-$APP:$TAG"
+  "$ROOT/scripts/build-images" gateway "session-$APP"
+  for image in "ghcr.io/gimp-streaming-platform/gateway:$TAG" \
+               "ghcr.io/gimp-streaming-platform/session-$APP:$TAG"; do
+    archive=$(mktemp --suffix=.tar)
+    podman save --format docker-archive -o "$archive" "$image"
+    kind load image-archive "$archive"
+    rm -f "$archive"
+  done
 fi
 
 step "installing (kinds whose CRDs the cluster lacks, e.g. Istio, are left out)"
 known=$(kubectl api-resources -o name)
-kubectl kustomize "$ROOT/deploy" | python3 -c '
+kubectl kustomize "$ROOT/deploy" | "$PYTHON" -c '
 import sys, yaml
 known = set(sys.argv[1].split())
 plural = {"Gateway": "gateways.networking.istio.io",
@@ -65,11 +73,11 @@ forward=$!
 trap 'kill $forward 2>/dev/null || true' EXIT
 sleep 2
 secret=$(kubectl -n "$NS" get secret gateway-secrets -o jsonpath='{.data.jwt-secret}' | base64 -d)
-jwt=$(python3 -c 'import jwt, sys, time; print(jwt.encode({"sub": sys.argv[2], "exp": int(time.time()) + 3600}, sys.argv[1], "HS256"))' "$secret" "$USER_ID")
+jwt=$("$PYTHON" -c 'import jwt, sys, time; print(jwt.encode({"sub": sys.argv[2], "exp": int(time.time()) + 3600}, sys.argv[1], "HS256"))' "$secret" "$USER_ID")
 session=$(curl -fsS -X POST "http://127.0.0.1:$PORT/api/sessions" \
   -H "Authorization: Bearer $jwt" -H 'Content-Type: application/json' \
   -d "{\"application\":\"$APP\"}")
-id=$(printf '%s' "$session" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+id=$(printf '%s' "$session" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 echo "session $id"
 
 step "waiting for it to run"
@@ -84,19 +92,29 @@ kubectl -n "$NS" get session "$id" -o wide
 pod=$(kubectl -n "$NS" get session "$id" -o jsonpath='{.status.podName}')
 [ "$(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.spec.securityContext.runAsUser}')" = 1000 ] \
   || fail "pod does not run as uid 1000"
+[ "$(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.spec.containers[*].name}')" = "session app" ] \
+  || fail "pod does not have the session and app containers"
+[ "$(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.spec.containers[*].securityContext.readOnlyRootFilesystem}')" = "true true" ] \
+  || fail "pod's containers are not on read-only roots"
+kubectl -n "$NS" exec "$pod" -c app -- sh -c 'touch /probe' 2>/dev/null \
+  && fail "the app container can write to its root"
+kubectl -n "$NS" exec "$pod" -c app -- sh -c 'test ! -e /var/run/agent/token' \
+  || fail "the app container sees the agent token"
+size=$(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.spec.containers[0].env[?(@.name=="SESSION_SIZE")].value}')
 
 step "a WebRTC viewer gets frames through the gateway"
-(cd "$ROOT" && python3 - "http://127.0.0.1:$PORT/streaming/$id/whep" "$jwt" <<'PY'
+(cd "$ROOT" && "$PYTHON" - "http://127.0.0.1:$PORT/streaming/$id" "$jwt" "$size" <<'PY'
 import asyncio, sys
-import aiohttp
-from tests.gateway.whep_client import connect
+from tests.whep_client import Viewer
 
-async def main(url: str, jwt: str) -> None:
-    async with aiohttp.ClientSession() as http:
-        viewer = await connect(http, url, {"Authorization": f"Bearer {jwt}"})
-        frames = await viewer.frames(5, timeout=60)
-        print(f"received {len(frames)} frames of {frames[0].width}x{frames[0].height}")
-        await viewer.close()
+async def main(url: str, jwt: str, size: str) -> None:
+    viewer = Viewer(url, headers={"Authorization": f"Bearer {jwt}"})
+    await viewer.connect()
+    frame = await viewer.wait_for(lambda f: True, timeout=60)
+    print(f"received frames of {frame.width}x{frame.height}")
+    await viewer.close()
+    if f"{frame.width}x{frame.height}" != size:
+        sys.exit(f"smoke: frames are {frame.width}x{frame.height}, the session size is {size}")
 
 asyncio.run(main(*sys.argv[1:]))
 PY

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from . import log as agent_log
 from .config import AgentConfig, parse_args
-from .display.xserver import XServerError, XSession, can_connect
+from .display.xserver import XServerError, XSession, can_connect, set_size
 from .media.encoder import probe
 from .server import create_app
 from .whep import restrict_ice_addresses
@@ -86,13 +86,20 @@ def main(argv: list[str] | None = None) -> int:
     restrict_ice_addresses(config.ice_addresses)
     xsession: XSession | None = None
     try:
+        size, max_size = (config.width, config.height), (config.max_width, config.max_height)
         if config.xvfb:
             xsession = XSession(config.display)
-            xsession.start_xvfb((config.width, config.height), (config.max_width, config.max_height))
+            xsession.start_xvfb(size, max_size)
         elif not can_connect(config.display):
             raise Fatal(f"cannot open display {config.display}")
-        if config.launch:
+        elif config.set_size:
+            # An X server started elsewhere (the pod's session container) is as large as its
+            # framebuffer (--max-size) until set: the session's size is what must stream.
+            set_size(config.display, size, max_size)
+        if config.window_manager:
             xsession = xsession or XSession(config.display)
+            xsession.start_window_manager()
+        if config.launch:
             xsession.launch(config.launch)
         return asyncio.run(serve(config, xsession))
     except (Fatal, XServerError) as exc:

@@ -20,6 +20,8 @@ class AgentConfig:
     max_width: int = 3840
     max_height: int = 2160
     launch: str | None = None
+    window_manager: bool = False  # run the window manager even without --launch
+    set_size: bool = False  # --size was given: an attached X server is set to it at start
     token: str | None = None
     encoder: str = "auto"
     max_peers: int = 8
@@ -89,11 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=env("AGENT_HOST", "0.0.0.0"), help="HTTP bind address (AGENT_HOST)")
     p.add_argument("--xvfb", action="store_true", default=env("AGENT_XVFB", "") in ("1", "true", "yes"),
                    help="start and own an Xvfb on --display (AGENT_XVFB=1)")
-    p.add_argument("--size", type=_size, default=env("AGENT_SIZE", "1920x1080"),
-                   help="initial screen size WxH (AGENT_SIZE)")
+    p.add_argument("--size", type=_size, default=env("AGENT_SIZE"),
+                   help="initial screen size WxH (AGENT_SIZE; default 1920x1080); an X server the "
+                        "agent attaches to is set to it at start when given")
     p.add_argument("--max-size", type=_size, default=env("AGENT_MAX_SIZE", "3840x2160"),
                    help="largest size a client may resize to; the framebuffer of an owned Xvfb (AGENT_MAX_SIZE)")
-    p.add_argument("--launch", default=env("AGENT_LAUNCH"), help="application command to start (AGENT_LAUNCH)")
+    p.add_argument("--launch", default=env("AGENT_LAUNCH"),
+                   help="application command to start, with the window manager (AGENT_LAUNCH)")
+    p.add_argument("--window-manager", action="store_true",
+                   default=env("AGENT_WINDOW_MANAGER", "") in ("1", "true", "yes"),
+                   help="run the window manager that keeps windows maximized, also without --launch "
+                        "(an application started elsewhere, e.g. another container; "
+                        "AGENT_WINDOW_MANAGER=1)")
     p.add_argument("--token", default=env("AGENT_TOKEN"), help="bearer token required for WHEP (AGENT_TOKEN)")
     p.add_argument("--encoder", choices=ENCODERS, default=env("AGENT_ENCODER", "auto"),
                    help="video encoder (AGENT_ENCODER)")
@@ -122,11 +131,13 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
         parser.error("--token must not be empty")
     if not a.min_bitrate <= a.bitrate <= a.max_bitrate:
         parser.error("--bitrate must lie between --min-bitrate and --max-bitrate")
-    if a.size[0] > a.max_size[0] or a.size[1] > a.max_size[1]:
-        parser.error(f"--size {a.size[0]}x{a.size[1]} exceeds --max-size {a.max_size[0]}x{a.max_size[1]}")
+    size = a.size or (AgentConfig.width, AgentConfig.height)
+    if size[0] > a.max_size[0] or size[1] > a.max_size[1]:
+        parser.error(f"--size {size[0]}x{size[1]} exceeds --max-size {a.max_size[0]}x{a.max_size[1]}")
     return AgentConfig(
-        display=a.display, port=a.port, host=a.host, xvfb=a.xvfb, width=a.size[0], height=a.size[1],
-        max_width=a.max_size[0], max_height=a.max_size[1], launch=a.launch or None, token=a.token,
+        display=a.display, port=a.port, host=a.host, xvfb=a.xvfb, width=size[0], height=size[1],
+        max_width=a.max_size[0], max_height=a.max_size[1], launch=a.launch or None,
+        window_manager=a.window_manager or bool(a.launch), set_size=a.size is not None, token=a.token,
         encoder=a.encoder, max_peers=a.max_peers, max_fps=a.max_fps, bitrate_kbps=a.bitrate,
         min_bitrate_kbps=a.min_bitrate, max_bitrate_kbps=a.max_bitrate, refresh_s=a.refresh,
         ice_addresses=a.ice_addresses,

@@ -20,6 +20,20 @@ class PodState:
     started: str | None = None
 
 
+SERVING_CONTAINER = "session"  # Xvfb and the agent: what a viewer needs (objects.session_pod)
+
+
+def _serving(status: dict[str, Any], conditions: dict[str, Any]) -> bool:
+    """Ready means the session container is ready: the stream works. The app container has no
+    probe; while the kubelet restarts a crashed application the pod is not Ready, yet the
+    session still streams (an empty desktop, then the application again) and stays routed.
+    An application that keeps crashing ends in CrashLoopBackOff, which fails the session."""
+    for container in status.get("containerStatuses") or []:
+        if container.get("name") == SERVING_CONTAINER:
+            return bool(container.get("ready"))
+    return (conditions.get("Ready") or {}).get("status") == "True"
+
+
 def read_pod(pod: dict[str, Any]) -> PodState:
     status = pod.get("status") or {}
     if status.get("phase") == "Failed":
@@ -42,7 +56,7 @@ def read_pod(pod: dict[str, Any]) -> PodState:
         # from zero); the start timeout bounds the wait, and the message names the reason.
         return PodState("pending", "Unschedulable",
                         f"Unschedulable: {scheduled.get('message', '')}")
-    ready = (conditions.get("Ready") or {}).get("status") == "True"
+    ready = _serving(status, conditions)
     if status.get("phase") == "Running" and ready and status.get("podIP"):
         return PodState("running", "Ready", "the session is running", status["podIP"],
                         status.get("startTime"))

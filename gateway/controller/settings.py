@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -66,6 +67,15 @@ def parse_tolerations(text: str) -> tuple[dict[str, Any], ...]:
     return tuple(value)
 
 
+def parse_size(text: str, what: str) -> str:
+    """"1920x1080" (even sides, 64..8192, as the agent takes them) -> itself."""
+    match = re.fullmatch(r"(\d{2,5})x(\d{2,5})", text.strip())
+    if not match or not all(64 <= int(v) <= 8192 and int(v) % 2 == 0 for v in match.groups()):
+        raise ValueError(f"{what} {text!r}: expected WIDTHxHEIGHT with even sides of 64..8192, "
+                         f"e.g. 1920x1080")
+    return text.strip()
+
+
 def _selector_text(pool: Placement) -> str:
     return ",".join(f"{k}={v}" for k, v in pool.node_selector.items())
 
@@ -87,6 +97,11 @@ def load_settings(argv: Sequence[str] | None = None,
                    help="[CONTROLLER_SESSION_IMAGE] session image; {application} is replaced")
     p.add_argument("--agent-port", default=e("AGENT_PORT", dp.agent_port),
                    help="[CONTROLLER_AGENT_PORT] the agent's port in session pods")
+    p.add_argument("--session-size", default=e("SESSION_SIZE", dp.session_size),
+                   help="[CONTROLLER_SESSION_SIZE] the screen size sessions start with (what "
+                        "streams until a browser resizes it)")
+    p.add_argument("--max-size", default=e("MAX_SIZE", dp.max_size),
+                   help="[CONTROLLER_MAX_SIZE] the largest size a browser may resize a session to")
     p.add_argument("--storage-class", default=e("STORAGE_CLASS", dp.storage_class),
                    help="[CONTROLLER_STORAGE_CLASS] of users' home volumes")
     p.add_argument("--storage-size", default=e("STORAGE_SIZE", dp.storage_size),
@@ -127,6 +142,8 @@ def load_settings(argv: Sequence[str] | None = None,
     try:
         pod = replace(
             dp, image=a.session_image, agent_port=int(a.agent_port),
+            session_size=parse_size(a.session_size, "--session-size"),
+            max_size=parse_size(a.max_size, "--max-size"),
             storage_class=a.storage_class, storage_size=a.storage_size,
             cpu_pool=Placement(parse_selector(a.cpu_node_selector),
                                parse_tolerations(a.cpu_tolerations)),
@@ -141,6 +158,8 @@ def load_settings(argv: Sequence[str] | None = None,
             metrics_port=int(a.metrics_port), identity=a.identity, log_level=a.log_level)
     except ValueError as exc:
         p.error(str(exc))
+    if any(int(s) > int(m) for s, m in zip(pod.session_size.split("x"), pod.max_size.split("x"))):
+        p.error(f"--session-size {pod.session_size} exceeds --max-size {pod.max_size}")
     if not 0 < pod.agent_port < 65536 or settings.workers < 1 or settings.start_timeout <= 0 \
             or settings.idle_check_interval <= 0:
         p.error("--agent-port, --workers, --start-timeout and --idle-check-interval must be "

@@ -3,6 +3,7 @@ its inputs (no I/O, no clock unless passed in), so each one is testable without 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,13 @@ RCLONE_CONFIG_KEY = "rclone.conf"
 APPLICATIONS = ("gimp", "inkscape", "blender")
 HOME = "/home/user"
 CLOUD_DIR = "/data/cloud"
+X11_DIR = "/tmp/.X11-unix"  # the X socket and the cookie, shared by the session and app containers
+XAUTHORITY = f"{X11_DIR}/Xauthority"
+ENTRYPOINT = "/usr/local/bin/session-entrypoint"  # Dockerfile.session; its argument is the role
 UID = 1000
+# What scripts/build-images tags (tests/images checks that deploy/ names only these).
+IMAGE_REGISTRY = "ghcr.io/gimp-streaming-platform"
+IMAGE_TAG = importlib.metadata.version("gimp-streaming-platform")
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
@@ -44,12 +51,20 @@ class Placement:
 class PodSettings:
     """Cluster-wide settings of session pods (controller configuration)."""
 
-    image: str = "ghcr.io/gimp-streaming-platform/session:latest"  # `{application}` is replaced
+    image: str = f"{IMAGE_REGISTRY}/session-{{application}}:{IMAGE_TAG}"  # `{application}` is replaced
     agent_port: int = 6901
+    session_size: str = "1920x1080"  # the screen a session starts with (what streams)
+    max_size: str = "3840x2160"  # the largest a browser may resize it to (Xvfb's framebuffer)
+    # The application's container: a Session's resources.cpu/memory, else these.
     cpu_request: str = "1"
     cpu_limit: str = "2"
     memory_request: str = "2Gi"
     memory_limit: str = "4Gi"
+    # The session container (Xvfb, window manager, agent: capture and one encode), on top.
+    agent_cpu_request: str = "500m"
+    agent_cpu_limit: str = "1"
+    agent_memory_request: str = "256Mi"
+    agent_memory_limit: str = "1Gi"
     tmp_size: str = "1Gi"
     storage_size: str = "20Gi"
     storage_class: str = "ssd-user-storage"
@@ -182,10 +197,11 @@ def agent_secret(pod_name: str, token: str, owner: dict[str, Any]) -> dict[str, 
 
 
 def _restricted() -> dict[str, Any]:
-    """Container securityContext of the `restricted` Pod Security Standard."""
+    """Container securityContext of the `restricted` Pod Security Standard, on a read-only root
+    (only the volumes mounted are writable)."""
     return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
             "runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID,
-            "seccompProfile": {"type": "RuntimeDefault"}}
+            "readOnlyRootFilesystem": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def _rclone_sidecar(settings: PodSettings) -> dict[str, Any]:
@@ -218,10 +234,17 @@ def session_pod(*, pod_name: str, application: str, settings: PodSettings,
                 user_id: str | None, owner: dict[str, Any] | None,
                 resources: dict[str, Any] | None = None, cloud_storage: bool = False,
                 ) -> dict[str, Any]:
-    """The design's pod template, made valid and `restricted`.
+    """The design's pod template, made valid and `restricted`, in two containers of one image:
 
-    `user_id`/`owner` None makes a warm-pool pod: no user yet, home on an emptyDir (a pod's
-    volumes cannot change once it runs), claimed later by relabelling and adopting it."""
+    - `session`: Xvfb, the window manager and the agent (the only one with the agent's token
+      and port, probed on /health);
+    - `app`: the application, which runs the user's plug-ins and scripts and so must not read
+      the token: another container (own PID namespace, no token mount) reaching X through the
+      shared socket directory with the cookie the session container writes there.
+
+    Both run as uid 1000 on a read-only root with the home volume, their own /tmp and the X
+    directory writable. `user_id`/`owner` None makes a warm-pool pod: no user yet, home on an
+    emptyDir (a pod's volumes cannot change once it runs), claimed later by relabelling it."""
     if application not in APPLICATIONS:
         raise ManifestError(f"application must be one of {', '.join(APPLICATIONS)}")
     resources = resources or {}
@@ -229,38 +252,55 @@ def session_pod(*, pod_name: str, application: str, settings: PodSettings,
     pool = settings.gpu_pool if gpus else settings.cpu_pool
     cpu = _quantity(resources, "cpu")
     memory = _quantity(resources, "memory")
-    limits: dict[str, str] = {"cpu": cpu or settings.cpu_limit,
-                              "memory": memory or settings.memory_limit}
-    requests = {"cpu": cpu or settings.cpu_request, "memory": memory or settings.memory_request}
+    app_resources = {"requests": {"cpu": cpu or settings.cpu_request,
+                                  "memory": memory or settings.memory_request},
+                     "limits": {"cpu": cpu or settings.cpu_limit,
+                                "memory": memory or settings.memory_limit}}
+    agent_limits: dict[str, str] = {"cpu": settings.agent_cpu_limit,
+                                    "memory": settings.agent_memory_limit}
     if gpus:
-        limits["nvidia.com/gpu"] = str(gpus)
+        agent_limits["nvidia.com/gpu"] = str(gpus)  # NVENC: the agent encodes
+    agent_resources = {"requests": {"cpu": settings.agent_cpu_request,
+                                    "memory": settings.agent_memory_request},
+                       "limits": agent_limits}
     probe = {"httpGet": {"path": "/health", "port": "webrtc"}, "timeoutSeconds": 2}
-    env: list[dict[str, Any]] = [
+    common_env: list[dict[str, Any]] = [
         {"name": "DISPLAY", "value": ":99"},
+        {"name": "XAUTHORITY", "value": XAUTHORITY},
         {"name": "APPLICATION", "value": application},
-        {"name": "AGENT_PORT", "value": str(settings.agent_port)},
-        {"name": "AGENT_TOKEN_FILE", "value": f"/var/run/agent/{AGENT_TOKEN_KEY}"},
         {"name": "USER_ID", "valueFrom": {"fieldRef": {
             "fieldPath": f"metadata.annotations['{USER_ID_ANNOTATION}']"}}},
         {"name": "HOME", "value": HOME},
     ]
+    session_env = [
+        *common_env,
+        {"name": "AGENT_PORT", "value": str(settings.agent_port)},
+        {"name": "AGENT_TOKEN_FILE", "value": f"/var/run/agent/{AGENT_TOKEN_KEY}"},
+        {"name": "SESSION_SIZE", "value": settings.session_size},
+        {"name": "MAX_SIZE", "value": settings.max_size},
+    ]
     if gpus:
         # The NVIDIA container runtime mounts the NVENC libraries only with `video`.
-        env.append({"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "compute,utility,video"})
-    mounts = [{"name": "user-storage", "mountPath": HOME},
-              {"name": "temp-storage", "mountPath": "/tmp"},
-              {"name": "agent-token", "mountPath": "/var/run/agent", "readOnly": True}]
+        session_env.append({"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "compute,utility,video"})
+    shared = [{"name": "user-storage", "mountPath": HOME},
+              {"name": "x11", "mountPath": X11_DIR}]
+    session_mounts = [*shared,
+                      {"name": "temp-storage", "mountPath": "/tmp", "subPath": "session"},
+                      {"name": "agent-token", "mountPath": "/var/run/agent", "readOnly": True}]
+    app_mounts = [*shared, {"name": "temp-storage", "mountPath": "/tmp", "subPath": "app"}]
     home: dict[str, Any] = ({"persistentVolumeClaim": {"claimName": pvc_name(user_id)}}
                             if user_id is not None else {"emptyDir": {}})
     volumes: list[dict[str, Any]] = [
         {"name": "user-storage", **home},
         {"name": "temp-storage", "emptyDir": {"sizeLimit": settings.tmp_size}},
+        {"name": "x11", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
         {"name": "agent-token", "secret": {"secretName": agent_secret_name(pod_name),
                                            "defaultMode": 0o440}},
     ]
     init: list[dict[str, Any]] = []
     if cloud_storage and user_id is not None:
-        mounts.append({"name": "cloud-storage", "mountPath": CLOUD_DIR})
+        for mounts in (session_mounts, app_mounts):
+            mounts.append({"name": "cloud-storage", "mountPath": CLOUD_DIR})
         volumes += [{"name": "cloud-storage", "emptyDir": {}},
                     {"name": "rclone-config", "secret": {
                         "secretName": rclone_secret_name(user_id), "defaultMode": 0o440}}]
@@ -274,16 +314,27 @@ def session_pod(*, pod_name: str, application: str, settings: PodSettings,
         annotations[USER_ID_ANNOTATION] = user_id
     if owner is not None:
         labels["session"] = owner["metadata"]["name"]
-    container = {
+    image = settings.image.replace("{application}", application)
+    session = {
         "name": "session",
-        "image": settings.image.replace("{application}", application),
+        "image": image,
+        "command": [ENTRYPOINT], "args": ["session"],
         "ports": [{"containerPort": settings.agent_port, "name": "webrtc", "protocol": "TCP"}],
-        "env": env,
-        "resources": {"requests": requests, "limits": limits},
-        "volumeMounts": mounts,
+        "env": session_env,
+        "resources": agent_resources,
+        "volumeMounts": session_mounts,
         "startupProbe": {**probe, "periodSeconds": 1, "failureThreshold": 120},
         "readinessProbe": {**probe, "periodSeconds": 5},
         "livenessProbe": {**probe, "periodSeconds": 30, "failureThreshold": 3},
+        "securityContext": _restricted(),
+    }
+    app = {
+        "name": "app",
+        "image": image,
+        "command": [ENTRYPOINT], "args": ["app"],
+        "env": common_env,
+        "resources": app_resources,
+        "volumeMounts": app_mounts,
         "securityContext": _restricted(),
     }
     spec: dict[str, Any] = {
@@ -293,7 +344,7 @@ def session_pod(*, pod_name: str, application: str, settings: PodSettings,
         "terminationGracePeriodSeconds": settings.termination_grace,
         "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID,
                             "fsGroup": UID, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [container],
+        "containers": [session, app],
         "volumes": volumes,
     }
     if init:

@@ -35,6 +35,15 @@ def can_connect(display: str) -> bool:
         return False
 
 
+def set_size(display: str, size: tuple[int, int], max_size: tuple[int, int]) -> tuple[int, int]:
+    """The screen set to `size` by RandR (clamped to the framebuffer and `max_size`). An X server
+    the agent did not start (a pod's) has its framebuffer as its size until somebody does this."""
+    try:
+        return set_screen_size(display, *size, limit=max_size)
+    except Exception as exc:  # python-xlib raises its own error classes, and OSError
+        raise XServerError(f"cannot set the screen of {display} to {size[0]}x{size[1]}: {exc}") from None
+
+
 def _child_setup() -> None:
     # Die with the agent, whatever kills it: no orphan X server or application.
     import ctypes
@@ -61,7 +70,7 @@ class XSession:
     def start_xvfb(self, size: tuple[int, int], max_size: tuple[int, int], timeout: float = 15.0) -> None:
         """Xvfb with the largest size as its framebuffer, then the screen set to `size` by RandR."""
         self._start_xvfb(*max_size, timeout=timeout)
-        set_screen_size(self.display, *size, limit=max_size)
+        set_size(self.display, size, max_size)
 
     def _start_xvfb(self, width: int, height: int, timeout: float) -> None:
         number = self.display.split(":", 1)[1].split(".")[0]
@@ -85,8 +94,8 @@ class XSession:
             time.sleep(0.05)
         raise XServerError(f"Xvfb {self.display} did not start within {timeout:.0f}s")
 
-    def launch(self, command: str) -> None:
-        """A window manager that keeps the application maximized, then the application."""
+    def start_window_manager(self) -> None:
+        """A window manager that keeps every application window maximized and undecorated."""
         try:
             self._spawn("wm", ["openbox", "--config-file", _openbox_config()],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -94,6 +103,9 @@ class XSession:
         except FileNotFoundError:
             log.warning("openbox not found: the application window will not be maximized",
                         extra={"action": "launch"})
+
+    def launch(self, command: str) -> None:
+        """The application (after start_window_manager, so that its window is maximized)."""
         try:
             argv = shlex.split(command)
             self._spawn("app", argv)

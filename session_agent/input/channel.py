@@ -41,6 +41,11 @@ class InputChannel:
         self._clip_overflow = False
         self._closed = False
 
+    @property
+    def holding(self) -> bool:
+        """Whether this peer holds a key or a button down right now."""
+        return bool(self._keys or self._buttons)
+
     def send(self, msg: dict[str, Any]) -> None:
         if self._closed:
             return

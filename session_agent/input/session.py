@@ -96,6 +96,10 @@ class InputSession:
         return channel
 
     def idle_seconds(self) -> float:
+        """Seconds since anybody used the session; nobody is idle while holding a key or a
+        button down (in the middle of a drag, a long key press)."""
+        if any(channel.holding for channel in self._channels):
+            self.note_activity()
         return max(0.0, self._loop.time() - self.last_activity)
 
     def notify(self, notice: dict[str, Any]) -> None:

@@ -7,7 +7,9 @@ import sys
 import time
 
 import pytest
+from Xlib import display as xdisplay
 
+from session_agent.display.windows import has_window_manager
 from tests.agent_process import free_port, start_agent
 from tests.xserver import start_xvfb
 
@@ -110,3 +112,41 @@ def test_application_that_exits_makes_health_fail_with_the_reason(tmp_path):
         assert agent.proc.wait(30) == 4
     finally:
         agent.stop()
+
+
+def test_attached_to_an_x_server_it_did_not_start_the_agent_sets_it_to_size():
+    """A pod's Xvfb starts at its framebuffer (--max-size): --size is what must stream."""
+    x = start_xvfb("1280x720")
+    try:
+        agent = start_agent(x.display, "--size", "640x480", "--max-size", "1280x720")
+        try:
+            assert agent.health()[1]["width"] == 640 and agent.health()[1]["height"] == 480
+        finally:
+            agent.stop()
+        agent = start_agent(x.display)  # no --size: an attached display keeps its size
+        try:
+            assert (agent.health()[1]["width"], agent.health()[1]["height"]) == (640, 480)
+        finally:
+            agent.stop()
+    finally:
+        x.stop()
+
+
+def test_window_manager_without_an_application():
+    """--window-manager: openbox keeps windows maximized for an application started elsewhere
+    (the pod's app container); the agent neither launches nor waits for one."""
+    x = start_xvfb("800x600")
+    try:
+        agent = start_agent(x.display, "--window-manager")
+        try:
+            conn = xdisplay.Display(x.display)
+            try:
+                assert has_window_manager(conn)
+            finally:
+                conn.close()
+            time.sleep(1.5)
+            assert agent.health()[0] == 200  # no application to exit, nothing to report
+        finally:
+            assert agent.stop() == 0
+    finally:
+        x.stop()

@@ -16,7 +16,7 @@ from tests.faults import procs
 from tests.faults.gateway_process import TOKEN, GatewayProcess, SessionProcesses
 from tests.faults.test_local_kills import find_session, no_leftovers
 
-IDLE_TIMEOUT = 3  # seconds without a viewer before the gateway ends the session
+IDLE_TIMEOUT = 3  # seconds nobody uses the session before the gateway ends it
 
 
 def peers(port: int) -> int:
@@ -48,7 +48,7 @@ async def test_vanished_viewer_is_reaped_and_releases_input(tmp_path: Path) -> N
         assert peers(session.port) == 1
         await asyncio.to_thread(procs.wait_until, lambda: held(session.display) == (True, True),
                                 10, what="ShiftLeft and the left button held on X")
-        # Watched for longer than the idle timeout: the session stays.
+        # Held down for longer than the idle timeout (a drag, a long press): the session stays.
         await asyncio.sleep(IDLE_TIMEOUT + 1)
         assert (await gw.session(sid))["phase"] == "running"
 

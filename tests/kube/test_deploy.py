@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -194,7 +196,8 @@ def entrypoint_env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
             "DISPLAY": f":{free_display()}", "AGENT_PORT": str(free_port()),
             "AGENT_HOST": "127.0.0.1", "AGENT_TOKEN_FILE": str(token), "APPLICATION": "gimp",
-            "SESSION_LAUNCH": "sleep 3600", "SESSION_SIZE": "640x480", "MAX_SIZE": "1280x720"}
+            "SESSION_LAUNCH": "sleep 3600", "SESSION_SIZE": "640x480", "MAX_SIZE": "1280x720",
+            "XAUTHORITY": str(tmp_path / "Xauthority")}
 
 
 async def test_entrypoint_runs_xvfb_and_the_agent_and_stops_cleanly(
@@ -219,6 +222,8 @@ async def test_entrypoint_runs_xvfb_and_the_agent_and_stops_cleanly(
                         pass
                     await asyncio.sleep(0.2)
             assert health["display"] == entrypoint_env["DISPLAY"]
+            # the X server's size is SESSION_SIZE, not its MAX_SIZE framebuffer
+            assert (health["width"], health["height"]) == (640, 480)
             async with http.post(f"{base}/whep", data="v=0",
                                  headers={"Content-Type": "application/sdp"}) as response:
                 assert response.status == 401  # the token file was honoured
@@ -230,6 +235,56 @@ async def test_entrypoint_runs_xvfb_and_the_agent_and_stops_cleanly(
         if proc.returncode is None:
             os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
+
+
+def test_entrypoint_x_server_wants_the_cookie(entrypoint_env: dict[str, str]) -> None:
+    """Xvfb only takes clients with the cookie the entrypoint wrote to $XAUTHORITY."""
+    proc = subprocess.Popen([str(DEPLOY / "session-entrypoint.sh")], env=entrypoint_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    display = entrypoint_env["DISPLAY"]
+    try:
+        deadline = time.monotonic() + 60
+        while not Path(entrypoint_env["XAUTHORITY"]).exists() or not Path(
+                f"/tmp/.X11-unix/X{display[1:]}").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.1)
+        with_cookie = {**os.environ, "DISPLAY": display, "XAUTHORITY": entrypoint_env["XAUTHORITY"]}
+        without = {**with_cookie, "XAUTHORITY": str(Path(entrypoint_env["XAUTHORITY"]).parent / "none")}
+        probe = [sys.executable, "-c", "import sys; from Xlib import display; "
+                 "display.Display(sys.argv[1]).close()", display]
+        assert subprocess.run(probe, env=with_cookie, capture_output=True, timeout=30).returncode == 0
+        denied = subprocess.run(probe, env=without, capture_output=True, text=True, timeout=30)
+        assert denied.returncode != 0 and "Authorization" in denied.stderr + denied.stdout
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
+@pytest.mark.parametrize("after", [0.05, 1.0])  # Xvfb starting; the agent starting
+def test_entrypoint_as_pid_1_ends_at_once_on_sigterm_while_starting(
+        entrypoint_env: dict[str, str], after: float) -> None:
+    """In a pod the entrypoint is PID 1, which ignores a signal it has no handler for: it traps
+    TERM before anything else, so a pod deleted while it starts ends at once, not after its
+    grace period (bwrap gives it a PID namespace of its own here, as a runtime does)."""
+    info_r, info_w = os.pipe()
+    proc = subprocess.Popen(
+        ["bwrap", "--dev-bind", "/", "/", "--unshare-pid", "--as-pid-1", "--proc", "/proc",
+         "--die-with-parent", "--info-fd", str(info_w), "--",
+         str(DEPLOY / "session-entrypoint.sh"), "session"],
+        env=entrypoint_env, pass_fds=(info_w,), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, start_new_session=True)
+    os.close(info_w)
+    try:
+        with os.fdopen(info_r) as info:
+            pid_1 = json.loads(info.read())["child-pid"]
+        time.sleep(after)
+        os.kill(pid_1, signal.SIGTERM)
+        assert proc.wait(15) == 0, proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 @pytest.mark.parametrize("change, message", [

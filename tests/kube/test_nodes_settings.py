@@ -56,6 +56,8 @@ def test_settings_from_flags_and_env() -> None:
     assert settings.pod.gpu_pool.node_selector == {"pool": "t4", "zone": "a"}
     assert settings.pod.gpu_pool.tolerations == ({"key": "t4", "operator": "Exists"},)
     assert load_settings([], {}).pod.gpu_pool.tolerations[0]["key"] == "nvidia.com/gpu"
+    sized = load_settings(["--session-size", "1280x720"], {"CONTROLLER_MAX_SIZE": "2560x1440"})
+    assert (sized.pod.session_size, sized.pod.max_size) == ("1280x720", "2560x1440")
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -63,6 +65,9 @@ def test_settings_from_flags_and_env() -> None:
     (["--agent-port", "0"], "--agent-port"),
     (["--cpu-node-selector", "nokey"], "node selector"),
     (["--gpu-tolerations", "{oops"], "tolerations are not JSON"),
+    (["--session-size", "1280x721"], "--session-size '1280x721': expected WIDTHxHEIGHT"),
+    (["--max-size", "huge"], "--max-size 'huge'"),
+    (["--session-size", "3840x2160", "--max-size", "1920x1080"], "exceeds --max-size"),
 ])
 def test_bad_flags_exit_with_one_clear_line(argv: list[str], message: str) -> None:
     result = subprocess.run([sys.executable, "-m", "gateway.controller", *argv],

@@ -94,27 +94,60 @@ def test_session_pod_is_valid_and_restricted(variant: dict) -> None:
     spec = manifest["spec"]
     assert spec["securityContext"].items() >= {"runAsNonRoot": True, "runAsUser": 1000,
                                                "runAsGroup": 1000, "fsGroup": 1000}.items()
-    container = spec["containers"][0]
-    env = {e["name"]: e for e in container["env"]}
+    session, app = spec["containers"]  # the kubelets of tests/ run containers[0]: the session
+    assert (session["name"], app["name"]) == ("session", "app")
+    assert session["image"] == app["image"]
+    assert (session["args"], app["args"]) == (["session"], ["app"])
+    env = {e["name"]: e for e in session["env"]}
     assert env["DISPLAY"]["value"] == ":99" and "USER_ID" in env
     assert "AGENT_TOKEN" not in env  # the token is a mounted Secret, never a plain value
-    assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": "webrtc"}
-    assert container["ports"][0]["containerPort"] == 6901
-    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    assert mounts["/home/user"] == "user-storage" and mounts["/tmp"] == "temp-storage"
+    assert session["readinessProbe"]["httpGet"] == {"path": "/health", "port": "webrtc"}
+    assert session["ports"][0]["containerPort"] == 6901
+    for container in (session, app):
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        assert mounts["/home/user"]["name"] == "user-storage"
+        assert mounts["/tmp"]["name"] == "temp-storage"
+        assert mounts["/tmp/.X11-unix"]["name"] == "x11"
+        # what a read-only root leaves writable: the home volume, /tmp, the X directory
+        writable = {p for p, m in mounts.items() if not m.get("readOnly")}
+        assert writable <= {"/home/user", "/tmp", "/tmp/.X11-unix", "/data/cloud"}
+    # The application runs the user's plug-ins: it gets neither the token, nor the agent's
+    # port, nor its process namespace.
+    assert {m["mountPath"]: m["name"] for m in session["volumeMounts"]}["/var/run/agent"] == \
+        "agent-token"
+    assert "agent-token" not in {m["name"] for m in app["volumeMounts"]}
+    assert not {e["name"] for e in app["env"]} & {"AGENT_TOKEN_FILE", "AGENT_PORT"}
+    assert "ports" not in app and not spec.get("shareProcessNamespace")
+    subpaths = {c["name"]: {m["subPath"] for m in c["volumeMounts"] if m["mountPath"] == "/tmp"}
+                for c in (session, app)}
+    assert subpaths == {"session": {"session"}, "app": {"app"}}  # each its own /tmp
+
+
+def test_session_size_reaches_the_session_container() -> None:
+    env = {e["name"]: e["value"] for e in pod(settings=PodSettings(
+        session_size="1280x720", max_size="2560x1440"))["spec"]["containers"][0]["env"]
+        if "value" in e}
+    assert (env["SESSION_SIZE"], env["MAX_SIZE"]) == ("1280x720", "2560x1440")
+    defaults = {e["name"]: e.get("value") for e in pod()["spec"]["containers"][0]["env"]}
+    assert (defaults["SESSION_SIZE"], defaults["MAX_SIZE"]) == ("1920x1080", "3840x2160")
 
 
 def test_pod_template_details() -> None:
     manifest = pod(resources={"cpu": "3", "memory": "6Gi"})
-    container = manifest["spec"]["containers"][0]
-    assert container["resources"] == {"requests": {"cpu": "3", "memory": "6Gi"},
-                                      "limits": {"cpu": "3", "memory": "6Gi"}}
-    defaults = pod()["spec"]["containers"][0]["resources"]
+    session, app = manifest["spec"]["containers"]
+    # A Session's resources are the application's; the session container's come on top.
+    assert app["resources"] == {"requests": {"cpu": "3", "memory": "6Gi"},
+                                "limits": {"cpu": "3", "memory": "6Gi"}}
+    assert session["resources"] == {"requests": {"cpu": "500m", "memory": "256Mi"},
+                                    "limits": {"cpu": "1", "memory": "1Gi"}}
+    defaults = pod()["spec"]["containers"][1]["resources"]
     assert defaults == {"requests": {"cpu": "1", "memory": "2Gi"},
                         "limits": {"cpu": "2", "memory": "4Gi"}}
     volumes = {v["name"]: v for v in manifest["spec"]["volumes"]}
     assert volumes["user-storage"]["persistentVolumeClaim"]["claimName"] == "user-storage-alice"
     assert volumes["temp-storage"]["emptyDir"] == {"sizeLimit": "1Gi"}
+    assert volumes["x11"]["emptyDir"]["medium"] == "Memory"
     assert volumes["agent-token"]["secret"]["secretName"] == "s1-agent"
     assert manifest["metadata"]["ownerReferences"] == [objects.owner_reference(SESSION)]
     assert manifest["metadata"]["labels"]["session"] == "s1"
@@ -122,7 +155,9 @@ def test_pod_template_details() -> None:
     assert "initContainers" not in manifest["spec"]
     image = objects.session_pod(pod_name="x", application="inkscape", user_id="u", owner=None,
                                 settings=PodSettings(image="reg/session-{application}:1"))
-    assert image["spec"]["containers"][0]["image"] == "reg/session-inkscape:1"
+    assert {c["image"] for c in image["spec"]["containers"]} == {"reg/session-inkscape:1"}
+    assert PodSettings().image == (f"ghcr.io/gimp-streaming-platform/session-{{application}}:"
+                                   f"{objects.IMAGE_TAG}")
 
 
 def test_gpu_pod_uses_integer_gpus_and_the_gpu_pool() -> None:
@@ -130,9 +165,10 @@ def test_gpu_pod_uses_integer_gpus_and_the_gpu_pool() -> None:
                                                                "Exists"},)),
                            gpu_runtime_class="nvidia")
     manifest = pod(resources={"gpu": "1"}, settings=settings)
-    container = manifest["spec"]["containers"][0]
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    container, app = manifest["spec"]["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"  # NVENC: the agent's
     assert "nvidia.com/gpu" not in container["resources"]["requests"]
+    assert "nvidia.com/gpu" not in app["resources"]["limits"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert "video" in env["NVIDIA_DRIVER_CAPABILITIES"].split(",")
     assert manifest["spec"]["nodeSelector"] == {"pool": "t4"}
@@ -151,7 +187,9 @@ def test_cloud_storage_sidecar_is_unprivileged_and_flushes_last() -> None:
     assert "trap" in sidecar["command"][-1] and "rclone copy" in sidecar["command"][-1]
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert volumes["rclone-config"]["secret"]["secretName"] == "rclone-alice"
-    assert "/data/cloud" in {m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+    for container in spec["containers"]:
+        assert "/data/cloud" in {m["mountPath"] for m in container["volumeMounts"]}
+    assert sidecar["securityContext"]["readOnlyRootFilesystem"] is True
 
 
 def test_warm_pod_has_no_user_until_claimed() -> None:
