@@ -58,6 +58,16 @@ class Config:
     secure_cookies: bool = False  # mark the auth cookie Secure whatever the request says
     create_limit: int = 10  # session creations per user per create_window seconds; 0: no limit
     create_window: float = 60.0
+    # Local spawner, the application's sandbox (gateway/spawners/sandbox.py). auto: required
+    # with several users (--auth jwt|header), used when bwrap works in token mode; on: required;
+    # off: none (token mode only).
+    sandbox: str = "auto"
+    sandbox_uid: int = 65534  # a gateway running as root runs applications as this uid (and gid)
+
+    @property
+    def multi_user(self) -> bool:
+        """Several people share this machine's sessions: they must not reach each other's."""
+        return self.spawner == "local" and self.auth in ("jwt", "header")
 
     @property
     def public_url(self) -> str:
@@ -147,6 +157,12 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                         "(then 429 with Retry-After); 0 turns the limit off")
     p.add_argument("--create-window", type=float, default=e("CREATE_WINDOW", d.create_window),
                    help="[GATEWAY_CREATE_WINDOW] seconds of the --create-limit window")
+    p.add_argument("--sandbox", choices=("auto", "on", "off"), default=e("SANDBOX", d.sandbox),
+                   help="[GATEWAY_SANDBOX] local spawner: run applications in bubblewrap; auto: "
+                        "required with --auth jwt|header, used when available with --auth token")
+    p.add_argument("--sandbox-uid", type=int, default=e("SANDBOX_UID", d.sandbox_uid),
+                   help="[GATEWAY_SANDBOX_UID] local spawner run as root: the uid and gid "
+                        "applications run as (never 0)")
     return p
 
 
@@ -176,7 +192,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         for name in ("start_timeout", "stop_grace", "idle_check_interval", "create_window"):
             setattr(a, name, float(getattr(a, name)))
         for name in ("port", "max_sessions_per_user", "max_sessions_total", "default_timeout",
-                     "max_timeout", "turn_ttl", "create_limit"):
+                     "max_timeout", "turn_ttl", "create_limit", "sandbox_uid"):
             setattr(a, name, int(getattr(a, name)))
     except ValueError as exc:
         parser.error(f"invalid number: {exc}")
@@ -201,6 +217,13 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         parser.error(str(exc))
     if a.create_limit < 0 or a.create_window <= 0:
         parser.error("--create-limit must be 0 or more and --create-window positive")
+    if a.sandbox not in ("auto", "on", "off"):
+        parser.error("invalid --sandbox (from the environment): auto, on or off")
+    if a.sandbox == "off" and a.spawner == "local" and a.auth != "token":
+        parser.error("--sandbox off is only allowed with --auth token: several users' sessions "
+                     "must be isolated from each other")
+    if not 0 < a.sandbox_uid < 2**32 - 1:
+        parser.error("--sandbox-uid must be a uid other than 0")
     turn_urls = tuple(u.strip() for u in a.turn_urls.split(",") if u.strip())
     if turn_urls and not a.turn_secret:
         parser.error("--turn-urls needs --turn-secret (GATEWAY_TURN_SECRET)")
@@ -218,5 +241,5 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         turn_ttl=a.turn_ttl, log_level=a.log_level,
         cors_origins=cors_origins, trusted_proxies=trusted_proxies,
         secure_cookies=bool(a.secure_cookies), create_limit=a.create_limit,
-        create_window=a.create_window,
+        create_window=a.create_window, sandbox=a.sandbox, sandbox_uid=a.sandbox_uid,
     )

@@ -85,9 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     agent_log.setup("session-agent", session_id=os.environ.get("SESSION_ID"))
     restrict_ice_addresses(config.ice_addresses)
     xsession: XSession | None = None
+    if config.xauthority:
+        # Every connection of this process (python-xlib, mss) and of its children finds the cookie.
+        os.environ["XAUTHORITY"] = config.xauthority
     try:
         if config.xvfb:
-            xsession = XSession(config.display)
+            xsession = XSession(config.display, config.xauthority)
             xsession.start_xvfb((config.width, config.height), (config.max_width, config.max_height))
         elif not can_connect(config.display):
             raise Fatal(f"cannot open display {config.display}")

@@ -16,6 +16,7 @@ from Xlib import display as xdisplay
 
 from .randr import set_screen_size
 from .windows import has_window_manager
+from .xauth import write_cookie
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,9 @@ def _child_setup() -> None:
 class XSession:
     """Processes the agent owns on its display; stopped (TERM, then KILL) with the agent."""
 
-    def __init__(self, display: str) -> None:
+    def __init__(self, display: str, xauthority: str | None = None) -> None:
         self.display = display
+        self.xauthority = xauthority  # an owned Xvfb requires the fresh cookie written here
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
     def _spawn(self, name: str, argv: list[str], **kwargs) -> subprocess.Popen:
@@ -67,10 +69,20 @@ class XSession:
         number = self.display.split(":", 1)[1].split(".")[0]
         if os.path.exists(f"/tmp/.X11-unix/X{number}") and can_connect(self.display):
             raise XServerError(f"display {self.display} is already in use")
+        auth: list[str] = []
+        if self.xauthority:
+            # A cookie, and no abstract socket (@/tmp/.X11-unix/XN is reachable from any process
+            # in this network namespace, whatever the file system shows it); the socket file stays.
+            try:
+                write_cookie(self.xauthority, self.display)
+            except OSError as exc:
+                raise XServerError(f"cannot write the Xauthority file {self.xauthority}: "
+                                   f"{exc.strerror or exc}") from None
+            auth = ["-auth", self.xauthority, "-nolisten", "local"]
         try:
             proc = self._spawn("xvfb", ["Xvfb", self.display, "-screen", "0", f"{width}x{height}x24",
                                         "-nolisten", "tcp", "-noreset", "+extension", "DAMAGE",
-                                        "+extension", "RANDR", "+extension", "XFIXES"],
+                                        "+extension", "RANDR", "+extension", "XFIXES", *auth],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         except FileNotFoundError:
             raise XServerError("Xvfb is not installed (Debian package xvfb)") from None
