@@ -323,8 +323,9 @@ class LocalSpawner(Spawner):
             return
         program = shutil.which(words[0], path=sandbox.PATH)
         if self._bwrap and (program is None or not sandbox.visible(program)):
-            await self._fail(session_id, f"{session.application} cannot run in the sandbox: "
-                                         f"{shutil.which(words[0])} is not under /usr")
+            where = (f"{program} is outside what the sandbox shows (/usr, /etc)" if program
+                     else f"{shutil.which(words[0])} is not on the sandbox's PATH ({sandbox.PATH})")
+            await self._fail(session_id, f"{session.application} cannot run in the sandbox: {where}")
             return
         try:
             home = await asyncio.to_thread(user_home, self._users_dir, session.user, self._app_owner)

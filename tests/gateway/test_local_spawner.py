@@ -308,6 +308,18 @@ def test_the_sandbox_command_line(privileged):
         assert command == ["gimp", "--no-splash"]
 
 
+async def test_an_application_the_sandbox_cannot_show_fails_with_the_reason(gateway, tmp_path):
+    app = tmp_path / "opt" / "myapp"
+    app.parent.mkdir()
+    app.write_text("#!/bin/sh\nexec sleep 3600\n")
+    app.chmod(0o755)
+    client = await gateway(agent_command=REAL_AGENT, app_commands={**APPS, "gimp": str(app)})
+    sid = await start(client)
+    body = await until_phase(client, sid, "failed")
+    assert body["message"] == (f"gimp cannot run in the sandbox: {app} is outside what the sandbox "
+                               "shows (/usr, /etc)")
+
+
 def test_what_the_sandbox_shows_of_the_system():
     assert sandbox.visible("/usr/bin/gimp") and sandbox.visible("/bin/sh")
     assert not sandbox.visible("/opt/app/bin/app") and not sandbox.visible("/root/.local/bin/x")
