@@ -6,10 +6,12 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from dataclasses import replace
@@ -318,6 +320,37 @@ async def test_an_application_the_sandbox_cannot_show_fails_with_the_reason(gate
     body = await until_phase(client, sid, "failed")
     assert body["message"] == (f"gimp cannot run in the sandbox: {app} is outside what the sandbox "
                                "shows (/usr, /etc)")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="runs a non-root gateway's sandbox")
+def test_a_non_root_gateways_sandbox_runs_as_its_uid_with_nothing_more():
+    """The sandbox a gateway that is not root builds (a user namespace), run as uid 65534."""
+    base = Path(tempfile.mkdtemp(prefix="sandbox-test-"))  # not under pytest's 0700 root dirs
+    try:
+        home, x_socket, xauthority = base / "home", base / "X0", base / "Xauthority"
+        home.mkdir()
+        x_socket.touch()
+        xauthority.write_text("cookie")
+        for path in (base, home, x_socket, xauthority):
+            os.chown(path, 65534, 65534)
+        box = sandbox.Sandbox(home=home, display=7, xauthority=xauthority, layout=sandbox.host_layout(),
+                              x_socket=x_socket)
+        probe = ("id -u; grep CapEff /proc/self/status; ls -A /tmp /tmp/.X11-unix; cat $XAUTHORITY; echo;"
+                 " touch $HOME/made && echo home-writable; unshare -U true 2>/dev/null || echo no-userns;"
+                 " ls /proc | grep -c '^[0-9]'")
+        result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                 *sandbox.bwrap_argv(box, ["sh", "-c", probe])],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.split("\n")
+        assert lines[:2] == ["65534", "CapEff:\t0000000000000000"]
+        # /tmp: its socket, its cookie, and the way to its home (which lies under /tmp here)
+        assert lines[2:8] == ["/tmp:", ".X11-unix", ".Xauthority", base.name, "", "/tmp/.X11-unix:"]
+        assert lines[8:12] == ["X7", "cookie", "home-writable", "no-userns"]
+        assert int(lines[12]) <= 4  # bwrap's init, sh, ls, grep: nothing outside the sandbox
+        assert (home / "made").stat().st_uid == 65534
+    finally:
+        shutil.rmtree(base)
 
 
 def test_what_the_sandbox_shows_of_the_system():
