@@ -40,7 +40,7 @@ def agent_of(session_id: str) -> tuple[str, str]:
         except OSError:
             continue
         if args[1:3] == ["-m", "session_agent"] and f"SESSION_ID={session_id}" in env:
-            token = next(e.split("=", 1)[1] for e in env if e.startswith("AGENT_TOKEN="))
+            token = Path(args[args.index("--token-file") + 1]).read_text()  # the spawner's 0600 file
             return f"http://127.0.0.1:{args[args.index('--port') + 1]}", token
     raise SystemExit("no agent found")
 

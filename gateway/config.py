@@ -62,6 +62,16 @@ class Config:
     create_window: float = 60.0
     # Largest resources a session of each user tier may ask for ("*": any other tier).
     resource_limits: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
+    # Local spawner, the application's sandbox (gateway/spawners/sandbox.py). auto: required
+    # with several users (--auth jwt|header), used when bwrap works in token mode; on: required;
+    # off: none (token mode only).
+    sandbox: str = "auto"
+    sandbox_uid: int = 65534  # a gateway running as root runs applications as this uid (and gid)
+
+    @property
+    def multi_user(self) -> bool:
+        """Several people share this machine's sessions: they must not reach each other's."""
+        return self.spawner == "local" and self.auth in ("jwt", "header")
 
     @property
     def public_url(self) -> str:
@@ -161,6 +171,12 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                         'per user tier, as JSON: {"premium": {"cpu": "8", "memory": "16Gi", '
                         '"gpu": "1"}, "*": {"cpu": "4", "memory": "8Gi", "gpu": "1"}} ("*": other '
                         "tiers; default: the \"*\" entry shown)")
+    p.add_argument("--sandbox", choices=("auto", "on", "off"), default=e("SANDBOX", d.sandbox),
+                   help="[GATEWAY_SANDBOX] local spawner: run applications in bubblewrap; auto: "
+                        "required with --auth jwt|header, used when available with --auth token")
+    p.add_argument("--sandbox-uid", type=int, default=e("SANDBOX_UID", d.sandbox_uid),
+                   help="[GATEWAY_SANDBOX_UID] local spawner run as root: the uid and gid "
+                        "applications run as (never 0)")
     return p
 
 
@@ -191,7 +207,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
                      "idle_warning"):
             setattr(a, name, float(getattr(a, name)))
         for name in ("port", "max_sessions_per_user", "max_sessions_total", "default_timeout",
-                     "max_timeout", "turn_ttl", "create_limit"):
+                     "max_timeout", "turn_ttl", "create_limit", "sandbox_uid"):
             setattr(a, name, int(getattr(a, name)))
     except ValueError as exc:
         parser.error(f"invalid number: {exc}")
@@ -224,6 +240,13 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         resource_limits = parse_limits(a.resource_limits) if a.resource_limits else dict(DEFAULT_LIMITS)
     except ValueError as exc:
         parser.error(str(exc))
+    if a.sandbox not in ("auto", "on", "off"):
+        parser.error("invalid --sandbox (from the environment): auto, on or off")
+    if a.sandbox == "off" and a.spawner == "local" and a.auth != "token":
+        parser.error("--sandbox off is only allowed with --auth token: several users' sessions "
+                     "must be isolated from each other")
+    if not 0 < a.sandbox_uid < 2**32 - 1:
+        parser.error("--sandbox-uid must be a uid other than 0")
     turn_urls = tuple(u.strip() for u in a.turn_urls.split(",") if u.strip())
     if turn_urls and not a.turn_secret:
         parser.error("--turn-urls needs --turn-secret (GATEWAY_TURN_SECRET)")
@@ -243,4 +266,5 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         cors_origins=cors_origins, trusted_proxies=trusted_proxies,
         secure_cookies=bool(a.secure_cookies), create_limit=a.create_limit,
         create_window=a.create_window, resource_limits=resource_limits,
+        sandbox=a.sandbox, sandbox_uid=a.sandbox_uid,
     )

@@ -85,10 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     agent_log.setup("session-agent", session_id=os.environ.get("SESSION_ID"))
     restrict_ice_addresses(config.ice_addresses)
     xsession: XSession | None = None
+    if config.xauthority:
+        # Every connection of this process (python-xlib, mss) and of its children finds the cookie.
+        os.environ["XAUTHORITY"] = config.xauthority
     try:
         size, max_size = (config.width, config.height), (config.max_width, config.max_height)
         if config.xvfb:
-            xsession = XSession(config.display)
+            xsession = XSession(config.display, config.xauthority)
             xsession.start_xvfb(size, max_size)
         elif not can_connect(config.display):
             raise Fatal(f"cannot open display {config.display}")
@@ -100,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             xsession = xsession or XSession(config.display)
             xsession.start_window_manager()
         if config.launch:
+            xsession = xsession or XSession(config.display)
             xsession.launch(config.launch)
         return asyncio.run(serve(config, xsession))
     except (Fatal, XServerError) as exc:

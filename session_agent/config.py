@@ -31,6 +31,7 @@ class AgentConfig:
     max_bitrate_kbps: int = 20000
     refresh_s: float = 2.0
     ice_addresses: tuple[str, ...] = ()
+    xauthority: str | None = None
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -104,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(an application started elsewhere, e.g. another container; "
                         "AGENT_WINDOW_MANAGER=1)")
     p.add_argument("--token", default=env("AGENT_TOKEN"), help="bearer token required for WHEP (AGENT_TOKEN)")
+    p.add_argument("--token-file", default=env("AGENT_TOKEN_FILE"),
+                   help="read the bearer token from this file, so it is in no environment or command "
+                        "line (AGENT_TOKEN_FILE; --token wins when both are set)")
+    p.add_argument("--xauthority", default=env("AGENT_XAUTHORITY"),
+                   help="the display's Xauthority file; with --xvfb a fresh cookie is written to it and "
+                        "Xvfb admits only clients that have it (AGENT_XAUTHORITY)")
     p.add_argument("--encoder", choices=ENCODERS, default=env("AGENT_ENCODER", "auto"),
                    help="video encoder (AGENT_ENCODER)")
     p.add_argument("--max-peers", type=_positive(), default=env("AGENT_MAX_PEERS", "8"),
@@ -129,6 +136,14 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
     a = parser.parse_args(argv)
     if a.token is not None and not a.token.strip():
         parser.error("--token must not be empty")
+    if a.token is None and a.token_file:
+        try:
+            with open(a.token_file, encoding="utf-8") as f:
+                a.token = f.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            parser.error(f"cannot read --token-file {a.token_file}: {getattr(exc, 'strerror', None) or exc}")
+        if not a.token:
+            parser.error(f"--token-file {a.token_file} is empty")
     if not a.min_bitrate <= a.bitrate <= a.max_bitrate:
         parser.error("--bitrate must lie between --min-bitrate and --max-bitrate")
     size = a.size or (AgentConfig.width, AgentConfig.height)
@@ -140,5 +155,5 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
         window_manager=a.window_manager or bool(a.launch), set_size=a.size is not None, token=a.token,
         encoder=a.encoder, max_peers=a.max_peers, max_fps=a.max_fps, bitrate_kbps=a.bitrate,
         min_bitrate_kbps=a.min_bitrate, max_bitrate_kbps=a.max_bitrate, refresh_s=a.refresh,
-        ice_addresses=a.ice_addresses,
+        ice_addresses=a.ice_addresses, xauthority=a.xauthority or None,
     )

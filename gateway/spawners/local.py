@@ -2,10 +2,15 @@
 
 A session runs `python -m session_agent --xvfb --display :N --port P --launch <app>` under
 `supervisor.py`, which ends every process of the session when the session is deleted or the
-gateway dies (even by SIGKILL). Layout under --data-dir:
+gateway dies (even by SIGKILL). The application runs in a bubblewrap sandbox (`sandbox.py`)
+when there are several users (required then) or when bwrap works (token mode), and the
+session in an IPC namespace of its own. Layout under --data-dir, every directory 0700:
 
-    users/<user>/home/       the application's HOME (kept across sessions: the user's files)
+    users/<name>/owner.json  the exact user id this directory belongs to (see user_dir_name)
+    users/<name>/home/       the application's HOME (kept across sessions: the user's files)
     sessions/<id>.log        the agent's JSON log lines (stderr), read for failure reasons
+    run/<id>/token           the agent's token (0600), read by the agent at start (--token-file)
+    run/<id>/Xauthority      the display's cookie, written by the agent (--xauthority)
 
 Sessions do not survive the gateway: a stopping gateway terminates them, a killed one has
 them terminated by their supervisors, so a starting gateway has none to re-adopt. Users' homes
@@ -27,6 +32,7 @@ import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Set
 from dataclasses import replace
@@ -38,9 +44,9 @@ import aiohttp
 from gateway.config import Config
 from gateway.idle import idle_policy
 from gateway.logs import log_event
-from gateway.spawners import supervisor
+from gateway.spawners import sandbox, supervisor
 from gateway.spawners.base import (Phase, Session, SessionRequest, SessionTable, Spawner,
-                                   new_agent_token, new_session_id, utcnow)
+                                   SpawnerError, new_agent_token, new_session_id, utcnow)
 
 log = logging.getLogger("gateway.local-spawner")
 
@@ -50,7 +56,10 @@ LOG_RETENTION_S = 7 * 24 * 3600
 # An agent that exits at start with one of these in its last line lost a race for a display
 # number or port that was free when this spawner picked it: worth another try elsewhere.
 _CONFLICT = re.compile(r"display|port|in use|address", re.IGNORECASE)
-_SAFE_USER = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+OWNER_FILE = "owner.json"
+# Never handed on to an agent: the gateway's settings and any token of another agent.
+_NOT_INHERITED = ("DISPLAY", "XAUTHORITY", "WAYLAND_DISPLAY", "AGENT_TOKEN", "AGENT_TOKEN_FILE",
+                  "AGENT_XAUTHORITY")
 # Plain lines that are errors: the agent's fatal line, the exception line of a traceback.
 _PLAIN_ERROR = re.compile(r"^(session_agent: error:|[A-Za-z_.]*(Error|Exception)\b)")
 
@@ -62,13 +71,86 @@ class _Start(enum.Enum):
     TIMEOUT = "timeout"
 
 
+class UserDirError(Exception):
+    """A user's directory cannot be used: recorded for another id, not recorded, not a directory."""
+
+
 def user_dir_name(user: str) -> str:
-    """A directory name for a user id; ids that are not already plain names get a hash suffix,
-    so that no two users share a home and no id can escape users/."""
-    if _SAFE_USER.match(user) and ".." not in user:
-        return user
-    slug = re.sub(r"[^A-Za-z0-9_.-]", "_", user)[:48].strip(".") or "user"
-    return f"{slug}-{hashlib.sha256(user.encode()).hexdigest()[:12]}"
+    """The name of a user's directory under users/: a readable slug of the id, then the first
+    128 bits of the SHA-256 of the exact id, always (also for plain names), so that two ids
+    share a name only if SHA-256 collides. The slug has no '.' or '/': no name escapes users/,
+    is hidden, or is an older version's plain name."""
+    digest = hashlib.sha256(user.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    slug = re.sub(r"[^a-z0-9_-]+", "_", user.lower())[:40].strip("_-") or "user"
+    return f"{slug}-{digest}"
+
+
+def user_home(users_dir: Path, user: str, owner: tuple[int, int] | None = None) -> Path:
+    """users/<name>/home of `user`, made (0700) on first use with the exact id recorded in
+    users/<name>/owner.json, next to the home where the application cannot reach it.
+
+    A directory recorded for another id, or with no record at all (one that an older version
+    made, or that somebody put there), is refused, never taken over. `owner`: the (uid, gid)
+    the home must belong to (a root gateway's sandbox uid)."""
+    path = users_dir / user_dir_name(user)
+    if not os.path.lexists(path):
+        # Made complete under a temporary name, then renamed: the name never exists without
+        # its record, even if the gateway dies half-way.
+        staging = Path(tempfile.mkdtemp(prefix=".new-", dir=users_dir))
+        try:
+            fd = os.open(staging / OWNER_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({"user": user}, f)
+            (staging / "home").mkdir(mode=0o700)
+            os.rename(staging, path)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            if not os.path.lexists(path):
+                raise  # else another gateway on this data dir made it meanwhile: check theirs
+    name = f"users/{path.name}"
+    if path.is_symlink() or not path.is_dir():
+        raise UserDirError(f"{name} is not a directory")
+    try:
+        recorded = json.loads((path / OWNER_FILE).read_text(encoding="utf-8"))["user"]
+    except FileNotFoundError:
+        raise UserDirError(f"{name} has no {OWNER_FILE}: it was not made for this user id "
+                           "by this gateway, so it is not used") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserDirError(f"{name}/{OWNER_FILE} cannot be read: {exc}") from None
+    if recorded != user:
+        raise UserDirError(f"{name} belongs to another user id")
+    home = path / "home"
+    if home.is_symlink() or not home.is_dir():
+        raise UserDirError(f"{name}/home is not a directory")
+    os.chmod(path, 0o700)
+    if owner is not None and (home.stat().st_uid, home.stat().st_gid) != owner:
+        os.chown(home, *owner)  # the directory itself: what the application makes is its own
+    os.chmod(home, 0o700)
+    return home
+
+
+def unclaimed_user_dirs(users_dir: Path) -> list[str]:
+    """Directories in users/ with no owner record: an older version's users/<plain-name>/."""
+    try:
+        entries = sorted(os.listdir(users_dir))
+    except OSError:
+        return []
+    return [e for e in entries if not e.startswith(".") and not (users_dir / e / OWNER_FILE).exists()]
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def _write_private(path: Path, data: bytes, owner: tuple[int, int] | None = None) -> None:
+    """A 0600 file (replacing any), optionally given to `owner`."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    if owner is not None:
+        os.chown(path, *owner)
 
 
 def free_port() -> int:
@@ -121,6 +203,10 @@ class LocalSpawner(Spawner):
         self._config = config
         self._users_dir = config.data_dir / "users"
         self._logs_dir = config.data_dir / "sessions"
+        self._run_dir = config.data_dir / "run"
+        self._bwrap: str | None = None  # set by start() when applications are sandboxed
+        self._layout: dict[str, str | None] = {}
+        self._privileged = os.geteuid() == 0
         self._table = SessionTable()
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._displays: dict[str, int] = {}  # session id -> reserved display number
@@ -131,13 +217,38 @@ class LocalSpawner(Spawner):
     # -- Spawner interface ---------------------------------------------------------------
 
     async def start(self) -> None:
-        self._users_dir.mkdir(parents=True, exist_ok=True)
-        self._logs_dir.mkdir(parents=True, exist_ok=True)
+        await self._choose_sandbox()
+        for path in (self._users_dir, self._logs_dir, self._run_dir):
+            _private_dir(path)
         cutoff = time.time() - LOG_RETENTION_S
         for old in self._logs_dir.glob("*.log"):
             if old.stat().st_mtime < cutoff:
                 old.unlink(missing_ok=True)
+        # Tokens and cookies of sessions that died with an earlier gateway; half-made user dirs.
+        for stale in [*self._run_dir.iterdir(), *self._users_dir.glob(".new-*")]:
+            shutil.rmtree(stale, ignore_errors=True)
+        unclaimed = unclaimed_user_dirs(self._users_dir)
+        if unclaimed:
+            log_event(log, "user_dirs_unclaimed", level=logging.WARNING, count=len(unclaimed),
+                      directories=unclaimed[:20], hint="see docs/GATEWAY.md, 'User directories'")
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3))
+
+    async def _choose_sandbox(self) -> None:
+        """Sandbox applications when asked or when several users share the machine (then bwrap
+        must work, or the gateway does not start), or when it simply works (token mode)."""
+        config = self._config
+        if config.sandbox == "off":
+            return
+        bwrap = sandbox.find_bwrap()
+        why = await sandbox.probe(bwrap, self._privileged, config.sandbox_uid, config.sandbox_uid)
+        if why is None:
+            self._bwrap, self._layout = bwrap, sandbox.host_layout()
+        elif config.sandbox == "on" or config.multi_user:
+            needs = "--sandbox on" if config.sandbox == "on" else f"--auth {config.auth}"
+            raise SpawnerError(f"{needs} needs each application sandboxed with bubblewrap, but {why}")
+        else:
+            log_event(log, "sandbox_unavailable", level=logging.WARNING, reason=why,
+                      effect="applications run without a sandbox (token mode: one user)")
 
     async def close(self) -> None:
         for session in self._table.list():
@@ -174,6 +285,13 @@ class LocalSpawner(Spawner):
 
     # -- one session's life --------------------------------------------------------------
 
+    @property
+    def _app_owner(self) -> tuple[int, int] | None:
+        """A root gateway's sandboxed applications run as the sandbox uid: it owns their homes
+        and cookie files."""
+        uid = self._config.sandbox_uid
+        return (uid, uid) if self._privileged and self._bwrap else None
+
     def home_of(self, user: str) -> Path:
         return self._users_dir / user_dir_name(user) / "home"
 
@@ -204,11 +322,22 @@ class LocalSpawner(Spawner):
             await self._fail(session_id, f"{session.application} is not installed here "
                                          f"(command {name!r} not found)")
             return
+        program = shutil.which(words[0], path=sandbox.PATH)
+        if self._bwrap and (program is None or not sandbox.visible(program)):
+            where = (f"{program} is outside what the sandbox shows (/usr, /etc)" if program
+                     else f"{shutil.which(words[0])} is not on the sandbox's PATH ({sandbox.PATH})")
+            await self._fail(session_id, f"{session.application} cannot run in the sandbox: {where}")
+            return
+        try:
+            home = await asyncio.to_thread(user_home, self._users_dir, session.user, self._app_owner)
+        except UserDirError as exc:
+            await self._fail(session_id, f"cannot use the user's directory: {exc}")
+            return
         log_path = self._logs_dir / f"{session_id}.log"
         deadline = asyncio.get_running_loop().time() + self._config.start_timeout
         tried: set[int] = set()  # displays that failed here: another program holds them
         for attempt in range(1, START_ATTEMPTS + 1):
-            proc, url = await self._spawn(session, command, log_path, avoid=tried)
+            proc, url = await self._spawn(session, command, home, log_path, avoid=tried)
             tried.add(self._displays[session_id])
             outcome, reason = await self._wait_ready(proc, url, deadline)
             if outcome is _Start.READY:
@@ -231,19 +360,34 @@ class LocalSpawner(Spawner):
         assert started is not None
         await self._watch(started, proc, url, log_path)
 
-    async def _spawn(self, session: Session, command: str, log_path: Path,
+    async def _spawn(self, session: Session, command: str, home: Path, log_path: Path,
                      avoid: Set[int]) -> tuple[asyncio.subprocess.Process, str]:
         display = self._reserve_display(session.id, avoid)
         port = free_port()
-        home = self.home_of(session.user)
-        home.mkdir(parents=True, exist_ok=True)
+        # The token goes in a file only the gateway side sees (never an environment or a
+        # command line, which other processes of this uid can read); the cookie file is made
+        # here for the uid the application runs as, and filled by the agent.
+        run = self._run_dir / session.id
+        _private_dir(run)
+        token_file, xauthority = run / "token", run / "Xauthority"
+        _write_private(token_file, session.agent_token.encode())
+        _write_private(xauthority, b"", self._app_owner)
+        launch = command
+        if self._bwrap:
+            box = sandbox.Sandbox(home=home, display=display, xauthority=xauthority,
+                                  privileged=self._privileged, uid=self._config.sandbox_uid,
+                                  gid=self._config.sandbox_uid, layout=self._layout, env=os.environ)
+            launch = shlex.join(sandbox.bwrap_argv(box, shlex.split(command), self._bwrap))
         agent = [*self._config.agent_command, "--xvfb", "--display", f":{display}",
-                 "--host", "127.0.0.1", "--port", str(port), "--launch", command]
+                 "--host", "127.0.0.1", "--port", str(port), "--token-file", str(token_file),
+                 "--xauthority", str(xauthority), "--launch", launch]
         if self._config.session_size:
             agent += ["--size", self._config.session_size]
         argv = [sys.executable, supervisor.__file__, "--parent", str(os.getpid()),
-                "--grace", str(self._config.stop_grace), "--", *agent]
-        with log_path.open("ab") as log_file:
+                "--grace", str(self._config.stop_grace),
+                *(["--ipc-namespace"] if self._bwrap else []), "--", *agent]
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as log_file:
             # Shielded: if the session is deleted while the process is being created, the
             # process must still be recorded so that it is stopped.
             spawning = asyncio.ensure_future(asyncio.create_subprocess_exec(
@@ -259,20 +403,20 @@ class LocalSpawner(Spawner):
         self._update(session.id, endpoint=url, worker=str(proc.pid), progress=0.2,
                      message=f"starting {session.application}")
         log_event(log, "session_process_started", session_id=session.id, user_id=session.user,
-                  process=proc.pid, display=f":{display}", port=port, log=str(log_path))
+                  process=proc.pid, display=f":{display}", port=port, log=str(log_path),
+                  sandbox=bool(self._bwrap))
         return proc, url
 
     def _agent_env(self, session: Session, home: Path) -> dict[str, str]:
-        # The application runs user-controlled code (plug-ins, scripts): it gets none of the
-        # gateway's secrets, and its own token only through the environment, not argv.
+        # None of the gateway's secrets; the agent's token comes through --token-file.
         env = {k: v for k, v in os.environ.items()
-               if not k.startswith("GATEWAY_") and k not in ("DISPLAY", "XAUTHORITY", "WAYLAND_DISPLAY")}
+               if not k.startswith("GATEWAY_") and k not in _NOT_INHERITED}
         # The agent may run from a source tree rather than an installed package.
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
                    XDG_DATA_HOME=str(home / ".local" / "share"), XDG_CACHE_HOME=str(home / ".cache"),
-                   AGENT_TOKEN=session.agent_token, SESSION_ID=session.id)
+                   SESSION_ID=session.id)
         return env
 
     def _reserve_display(self, session_id: str, avoid: Set[int] = frozenset()) -> int:
@@ -386,3 +530,4 @@ class LocalSpawner(Spawner):
                     os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
         self._displays.pop(session_id, None)
+        shutil.rmtree(self._run_dir / session_id, ignore_errors=True)

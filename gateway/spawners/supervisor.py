@@ -1,6 +1,6 @@
 """Runs one session's agent and guarantees that nothing of it outlives the session.
 
-    python -m gateway.spawners.supervisor --parent PID --grace S -- AGENT_COMMAND...
+    python -m gateway.spawners.supervisor --parent PID --grace S [--ipc-namespace] -- AGENT_COMMAND...
 
 The local spawner starts this (in a new process group) instead of the agent itself, because the
 agent's own children (Xvfb, the window manager, the application and its plug-ins) would
@@ -11,7 +11,12 @@ child. This process:
   SIGKILLed, and becomes a child subreaper so every orphaned descendant is re-parented here;
 - on SIGTERM/SIGINT/SIGHUP sends SIGTERM to the agent, waits `--grace` seconds, then
   SIGKILLs every descendant; when the agent exits by itself, it ends the leftovers the same way;
-- exits with the agent's status (128+N when a signal N ended it).
+- exits with the agent's status (128+N when a signal N ended it);
+- with --ipc-namespace, first moves into a new IPC namespace, so that the session's SysV shared
+  memory (the agent's MIT-SHM capture of the screen, the application's own segments) is out of
+  every other session's reach; Xvfb, the agent and the application share it. As root this is
+  unshare(CLONE_NEWIPC); as anyone else it takes a user namespace too (uid and gid map to
+  themselves), because a new IPC namespace needs CAP_SYS_ADMIN.
 
 Standard library only, imports nothing of the gateway: it starts in a few tens of ms.
 """
@@ -28,6 +33,8 @@ from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
 _WAKE = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 _STOP = _WAKE - {signal.SIGCHLD}
 
@@ -36,6 +43,21 @@ def _prctl(option: int, value: int) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(option, value, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
+
+
+def new_ipc_namespace() -> None:
+    """Move this (single-threaded) process into a new IPC namespace; its children inherit it."""
+    uid, gid = os.geteuid(), os.getegid()
+    flags = CLONE_NEWIPC if uid == 0 else CLONE_NEWUSER | CLONE_NEWIPC
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(flags) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"cannot make an IPC namespace: {os.strerror(errno)}")
+    if flags & CLONE_NEWUSER:
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                           ("gid_map", f"{gid} {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
 
 
 def _descendants() -> list[int]:
@@ -99,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m gateway.spawners.supervisor")
     p.add_argument("--parent", type=int, required=True, help="the gateway's pid")
     p.add_argument("--grace", type=float, default=5.0)
+    p.add_argument("--ipc-namespace", action="store_true",
+                   help="run the session in an IPC namespace of its own")
     p.add_argument("command", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -112,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     if os.getppid() != args.parent:  # the gateway died before PDEATHSIG was armed
         return 1
+    if args.ipc_namespace:
+        try:
+            new_ipc_namespace()
+        except OSError as exc:
+            _log("cannot isolate the session", level="error", reason=str(exc))
+            return 1
     agent = os.posix_spawnp(command[0], command, os.environ, setsigmask=())
     status: int | None = None
     stopping_since: float | None = None

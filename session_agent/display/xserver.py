@@ -16,6 +16,7 @@ from Xlib import display as xdisplay
 
 from .randr import set_screen_size
 from .windows import has_window_manager
+from .xauth import write_cookie
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,9 @@ def _child_setup() -> None:
 class XSession:
     """Processes the agent owns on its display; stopped (TERM, then KILL) with the agent."""
 
-    def __init__(self, display: str) -> None:
+    def __init__(self, display: str, xauthority: str | None = None) -> None:
         self.display = display
+        self.xauthority = xauthority  # an owned Xvfb requires the fresh cookie written here
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
     def _spawn(self, name: str, argv: list[str], **kwargs) -> subprocess.Popen:
@@ -76,10 +78,20 @@ class XSession:
         number = self.display.split(":", 1)[1].split(".")[0]
         if os.path.exists(f"/tmp/.X11-unix/X{number}") and can_connect(self.display):
             raise XServerError(f"display {self.display} is already in use")
+        auth: list[str] = []
+        if self.xauthority:
+            # A cookie, and no abstract socket (@/tmp/.X11-unix/XN is reachable from any process
+            # in this network namespace, whatever the file system shows it); the socket file stays.
+            try:
+                write_cookie(self.xauthority, self.display)
+            except OSError as exc:
+                raise XServerError(f"cannot write the Xauthority file {self.xauthority}: "
+                                   f"{exc.strerror or exc}") from None
+            auth = ["-auth", self.xauthority, "-nolisten", "local"]
         try:
             proc = self._spawn("xvfb", ["Xvfb", self.display, "-screen", "0", f"{width}x{height}x24",
                                         "-nolisten", "tcp", "-noreset", "+extension", "DAMAGE",
-                                        "+extension", "RANDR", "+extension", "XFIXES"],
+                                        "+extension", "RANDR", "+extension", "XFIXES", *auth],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         except FileNotFoundError:
             raise XServerError("Xvfb is not installed (Debian package xvfb)") from None
@@ -130,6 +142,22 @@ class XSession:
 
     def stop(self, grace: float = 3.0) -> None:
         # The application first (it may want the X server to save), the X server last.
+        # A sandboxed application (bubblewrap) must be signalled itself: bwrap forwards no
+        # signal, and when bwrap goes its --die-with-parent SIGKILLs the application, which
+        # would lose the chance to exit cleanly.
+        sandboxed = [p for name, p in self.procs
+                     if name == "app" and p.poll() is None and os.path.basename(p.args[0]) == "bwrap"]
+        # Not bwrap's own child: PID 1 of the sandbox, whose end SIGKILLs everything in it.
+        inner = [pid for p in sandboxed for init in _descendants(p.pid, depth=1)
+                 for pid in _descendants(init)]
+        for pid in inner:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + grace
+        while inner and time.monotonic() < deadline and any(_alive(pid) for pid in inner):
+            time.sleep(0.05)
         for _name, proc in reversed(self.procs):
             if proc.poll() is None:
                 try:
@@ -147,6 +175,37 @@ class XSession:
                     pass
                 proc.wait()
         self.procs.clear()
+
+
+def _descendants(pid: int, depth: int | None = None) -> list[int]:
+    """The processes below `pid` (down to `depth` generations), from the kernel's children lists."""
+    found: list[int] = []
+    todo = [(pid, 0)]
+    while todo:
+        parent, level = todo.pop()
+        if depth is not None and level >= depth:
+            continue
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children") as f:
+                    children = [int(c) for c in f.read().split()]
+            except (OSError, ValueError):
+                continue
+            found += children
+            todo += [(c, level + 1) for c in children]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 _OPENBOX_RC = """<?xml version="1.0" encoding="UTF-8"?>

@@ -116,6 +116,7 @@ class SessionProcesses:
     app: int | None = None
     display: str | None = None
     port: int | None = None
+    xauthority: str | None = None  # the display's cookie: its X server admits no client without it
 
     @classmethod
     def find(cls, supervisor: int) -> SessionProcesses:
@@ -126,6 +127,8 @@ class SessionProcesses:
                 found.agent = pid
                 found.display = argv[argv.index("--display") + 1]
                 found.port = int(argv[argv.index("--port") + 1])
+                if "--xauthority" in argv:
+                    found.xauthority = argv[argv.index("--xauthority") + 1]
             elif argv[:1] == ["Xvfb"]:
                 found.xvfb = pid
             elif argv[:2] == ["sleep", "3600"]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.spawners.local import user_home
 from tests.faults import procs
 from tests.faults.gateway_process import TOKEN, GatewayProcess, SessionProcesses
 from tests.whep_client import Viewer
@@ -35,7 +36,9 @@ CASES = [*PLAN.items(), *(("gateway", m) for m in MOMENTS if m != PLAN["gateway"
 
 
 def save_user_file(data_dir: Path) -> Path:
-    home = data_dir / "users" / "local" / "home"  # the token user's HOME under --data-dir
+    # The token user's HOME under --data-dir, made as the spawner makes it (with its owner record).
+    (data_dir / "users").mkdir(parents=True, exist_ok=True)
+    home = user_home(data_dir / "users", "local")
     (home / "Pictures").mkdir(parents=True, exist_ok=True)
     saved = home / "Pictures" / "drawing.xcf"
     saved.write_bytes(b"gimp xcf file v011" + bytes(range(256)) * 64)

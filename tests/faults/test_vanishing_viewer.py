@@ -36,13 +36,14 @@ def held(display: str) -> tuple[bool, bool]:
         d.close()
 
 
-async def test_vanished_viewer_is_reaped_and_releases_input(tmp_path: Path) -> None:
+async def test_vanished_viewer_is_reaped_and_releases_input(tmp_path: Path, monkeypatch) -> None:
     gw = GatewayProcess(tmp_path / "data").start()
     viewer = None
     try:
         sid = (await gw.create(timeout=IDLE_TIMEOUT))["id"]
         await gw.wait_session(sid, lambda s: s and s["phase"] == "running")
         session: SessionProcesses = await find_session(gw, "app")
+        monkeypatch.setenv("XAUTHORITY", session.xauthority)  # the display admits no one without it
         viewer = procs.ViewerProcess(gw.url, f"/streaming/{sid}/whep", TOKEN, hold=True)
         await asyncio.to_thread(viewer.wait_ready)
         assert peers(session.port) == 1

@@ -24,6 +24,8 @@ import pytest
 from playwright.async_api import Browser, async_playwright
 from Xlib import display as xdisplay
 
+from gateway.config import Config
+from gateway.spawners.local import user_dir_name
 from tests.gateway.conftest import JWT_SECRET, alive, descendants, eventually, make_jwt
 from tests.whep_client import Viewer
 from tests.gateway.xrecord import XRecorder, clipboard_text
@@ -73,12 +75,19 @@ class Gateway:
                 return [pid, *descendants(pid)]
         raise AssertionError(f"no process found for session {session_id}")
 
-    def display_of(self, session_id: str) -> str:
+    def agent_flag(self, session_id: str, flag: str) -> str:
         for pid in self.session_processes(session_id):
             args = cmdline(pid).split()
-            if args[1:3] == ["-m", "session_agent"] and "--display" in args:
-                return args[args.index("--display") + 1]
-        raise AssertionError("no --display on the agent's command line")
+            if args[1:3] == ["-m", "session_agent"] and flag in args:
+                return args[args.index(flag) + 1]
+        raise AssertionError(f"no {flag} on the agent's command line")
+
+    def display_of(self, session_id: str) -> str:
+        return self.agent_flag(session_id, "--display")
+
+    def xauthority_of(self, session_id: str) -> str:
+        """The session's cookie: its X server admits no client without it."""
+        return self.agent_flag(session_id, "--xauthority")
 
     def log_tail(self) -> str:
         return (self.data_dir / "gateway.log").read_text()[-3000:]
@@ -145,8 +154,14 @@ def test_gimp_runs_in_the_users_home(gw: Gateway, alice_session: str) -> None:
     assert gimp, [cmdline(p) for p in processes]
     environ = dict(item.split("=", 1) for item in
                    Path(f"/proc/{gimp[0]}/environ").read_bytes().decode().split("\0") if "=" in item)
-    assert environ["HOME"] == str(gw.data_dir / "data" / "users" / "alice" / "home")
+    assert environ["HOME"] == str(gw.data_dir / "data" / "users" / user_dir_name("alice") / "home")
     assert not any(k.startswith("GATEWAY_") for k in environ)
+    # Several users: GIMP runs in the sandbox (its own mount, PID and network namespaces).
+    agent = next(p for p in processes if cmdline(p).split()[1:3] == ["-m", "session_agent"])
+    for kind in ("mnt", "pid", "net"):
+        assert os.readlink(f"/proc/{gimp[0]}/ns/{kind}") != os.readlink(f"/proc/{agent}/ns/{kind}")
+    if os.geteuid() == 0:  # and not as root
+        assert f"Uid:\t{Config().sandbox_uid}\t" in Path(f"/proc/{gimp[0]}/status").read_text()
 
 
 async def test_an_aiortc_viewer_gets_gimp_frames_through_the_gateway(gw: Gateway, alice: str,
@@ -178,7 +193,9 @@ def test_other_users_cannot_see_or_reach_the_session(gw: Gateway, alice_session:
 
 
 async def test_chromium_plays_the_session_and_its_input_reaches_x(gw: Gateway, alice: str, alice_session: str,
-                                                                  browser: Browser) -> None:
+                                                                  browser: Browser,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XAUTHORITY", gw.xauthority_of(alice_session))  # for python-xlib
     recorder = XRecorder(gw.display_of(alice_session))
     try:
         page = await browser.new_page(viewport={"width": 800, "height": 520})

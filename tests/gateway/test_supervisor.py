@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+
+import pytest
 
 from gateway.spawners import supervisor
 from tests.gateway.conftest import alive, descendants
@@ -65,3 +68,35 @@ def test_the_death_of_the_gateway_ends_the_session():
 def test_a_gateway_that_died_before_the_supervisor_armed_itself_is_noticed():
     proc = subprocess.Popen([sys.executable, supervisor.__file__, "--parent", "1", "--", "sleep", "304"])
     assert proc.wait(30) == 1
+
+
+def _ipc_namespace_of(prefix: list[str], python: str) -> subprocess.Popen:
+    """A supervisor with --ipc-namespace whose command prints its IPC namespace, then waits."""
+    return subprocess.Popen([*prefix, python, supervisor.__file__, "--parent", str(os.getpid()),
+                             "--grace", "0.5", "--ipc-namespace", "--",
+                             "sh", "-c", "readlink /proc/self/ns/ipc; exec sleep 30"],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _namespaces(*procs: subprocess.Popen) -> list[str]:
+    try:
+        return [p.stdout.readline().strip() for p in procs]
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+            p.wait(30)
+
+
+def test_each_session_gets_an_ipc_namespace_of_its_own():
+    host = os.readlink("/proc/self/ns/ipc")
+    first, second = _namespaces(_ipc_namespace_of([], sys.executable), _ipc_namespace_of([], sys.executable))
+    assert first.startswith("ipc:[") and len({host, first, second}) == 3
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="runs a non-root supervisor")
+def test_a_supervisor_that_is_not_root_gets_one_too():
+    """Without CAP_SYS_ADMIN it takes a user namespace as well, mapping its uid to itself."""
+    host = os.readlink("/proc/self/ns/ipc")
+    [namespace] = _namespaces(_ipc_namespace_of(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"], "/usr/bin/python3"))
+    assert namespace.startswith("ipc:[") and namespace != host
