@@ -17,6 +17,7 @@ from pathlib import Path
 
 from gateway.resources import DEFAULT_LIMITS, parse_limits
 from gateway.spawners.base import APPLICATIONS
+from gateway.turn import check_ice_url
 
 DEFAULT_APP_COMMANDS = {
     "gimp": "gimp --no-splash",
@@ -62,11 +63,14 @@ class Config:
     create_window: float = 60.0
     # Largest resources a session of each user tier may ask for ("*": any other tier).
     resource_limits: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
+    # TLS (SPEC "Gateway TLS"): HTTPS with this PEM certificate chain and private key.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @property
     def public_url(self) -> str:
         host = "localhost" if self.host in ("0.0.0.0", "::", "") else self.host
-        return f"http://{host}:{self.port}/"
+        return f"{'https' if self.tls_cert else 'http'}://{host}:{self.port}/"
 
 
 def _env_bool(value: str) -> bool:
@@ -161,6 +165,12 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                         'per user tier, as JSON: {"premium": {"cpu": "8", "memory": "16Gi", '
                         '"gpu": "1"}, "*": {"cpu": "4", "memory": "8Gi", "gpu": "1"}} ("*": other '
                         "tiers; default: the \"*\" entry shown)")
+    # TLS: browsers give a page a secure context (WebCodecs, the async clipboard) only over
+    # HTTPS or on localhost.
+    p.add_argument("--tls-cert", type=Path, default=e("TLS_CERT", None),
+                   help="[GATEWAY_TLS_CERT] PEM certificate chain: serve HTTPS (with --tls-key)")
+    p.add_argument("--tls-key", type=Path, default=e("TLS_KEY", None),
+                   help="[GATEWAY_TLS_KEY] PEM private key of --tls-cert")
     return p
 
 
@@ -227,6 +237,13 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     turn_urls = tuple(u.strip() for u in a.turn_urls.split(",") if u.strip())
     if turn_urls and not a.turn_secret:
         parser.error("--turn-urls needs --turn-secret (GATEWAY_TURN_SECRET)")
+    try:
+        for url in turn_urls:
+            check_ice_url(url)
+    except ValueError as exc:
+        parser.error(f"--turn-urls: {exc}")
+    if bool(a.tls_cert) != bool(a.tls_key):
+        parser.error("--tls-cert and --tls-key (GATEWAY_TLS_CERT, GATEWAY_TLS_KEY) go together")
     return Config(
         host=a.host, port=a.port, spawner=a.spawner, data_dir=Path(a.data_dir), auth=a.auth,
         token=a.token or (secrets.token_urlsafe(24) if a.auth == "token" else ""),
@@ -243,4 +260,5 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         cors_origins=cors_origins, trusted_proxies=trusted_proxies,
         secure_cookies=bool(a.secure_cookies), create_limit=a.create_limit,
         create_window=a.create_window, resource_limits=resource_limits,
+        tls_cert=Path(a.tls_cert) if a.tls_cert else None, tls_key=Path(a.tls_key) if a.tls_key else None,
     )
