@@ -74,15 +74,21 @@ class LabError(RuntimeError):
     pass
 
 
-def unavailable() -> str | None:
-    """Why no lab can be built here (None: it can). Tests skip with this reason."""
+def unavailable(relay: bool = False) -> str | None:
+    """Why no lab can be built here (None: it can); with `relay`, why it could not delay, drop
+    or rate-limit. Tests skip with this reason."""
     if os.geteuid() != 0:
         return "the network lab needs root (network namespaces, iptables)"
     for tool in ("ip", "iptables"):
         if shutil.which(tool) is None:
             return f"the network lab needs `{tool}` (scripts/setup installs it)"
-    if not Path("/dev/net/tun").exists():
-        return "the network lab needs /dev/net/tun for its delay/loss relay"
+    probe = f"{PREFIX}{os.getpid()}-0-probe"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"network namespaces cannot be made here: {made.stderr.strip()}"
+    subprocess.run(["ip", "netns", "delete", probe], capture_output=True)
+    if relay and not Path("/dev/net/tun").exists():
+        return "the lab's delay/loss/rate relay needs /dev/net/tun (this kernel has no sch_netem)"
     return None
 
 
@@ -304,7 +310,7 @@ class NetLab:
 
     def start(self) -> NetLab:
         global _swept
-        if reason := unavailable():
+        if reason := unavailable(relay=False):
             raise LabError(reason)
         if not _swept:
             _swept = True
@@ -391,6 +397,8 @@ class NetLab:
         """Put the relay between client and server side: `up` for client → server packets,
         `down` for server → client. `impair()` with neither takes it away again."""
         w = self.wan
+        if (up is not None or down is not None) and (reason := unavailable(relay=True)):
+            raise LabError(reason)
         self._stop_relay()
         if up is None and down is None:
             if self.impairment is not None:

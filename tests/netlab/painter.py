@@ -3,8 +3,10 @@ bench/agent_media.py paints), and a marker square in the top-left corner whose c
 at random moments, so a viewer that reports the corner's colour per frame gives the
 glass-to-glass latency of each change.
 
-    python -m tests.netlab.painter DISPLAY SECONDS [--markers]
+    python -m tests.netlab.painter DISPLAY SECONDS [--markers] [--noise N]
 
+`--noise N` also paints N patches of random pixels (1/6 of the screen each) per tick: content
+that does not compress, so the stream needs several Mbit/s, as photos or video being edited do.
 With `--markers` one JSON line per marker change on stdout: `{"t": CLOCK_MONOTONIC, "rgb"}`
 (taken after the X server has the change, like bench/agent_media.py's flashes).
 """
@@ -15,6 +17,7 @@ import json
 import random
 import time
 
+import numpy as np
 from Xlib import X, display
 
 MARKER = 6  # the marker is 1/MARKER of the screen's width and height
@@ -28,8 +31,10 @@ def main() -> None:
     p.add_argument("--markers", action="store_true")
     p.add_argument("--hz", type=float, default=30)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--noise", type=int, default=0)
     a = p.parse_args()
     rng = random.Random(a.seed)
+    noise = np.random.default_rng(a.seed)
     d = display.Display(a.display)
     root = d.screen().root
     gc = root.create_gc(subwindow_mode=X.IncludeInferiors)
@@ -47,6 +52,10 @@ def main() -> None:
             if x < mw and y < mh:
                 x = mw
             root.fill_rectangle(gc, x, y, rw, rh)
+        for _ in range(a.noise):
+            pixels = noise.integers(0, 256, size=mw * mh * 4, dtype=np.uint8).tobytes()
+            root.put_image(gc, rng.randint(mw, w - mw), rng.randint(0, h - mh), mw, mh, X.ZPixmap,
+                           d.screen().root_depth, 0, pixels)
         if a.markers and time.monotonic() >= next_marker:
             rgb = (rng.randrange(40, 256), rng.randrange(0, 256), rng.randrange(0, 256))
             gc.change(foreground=(rgb[0] << 16) | (rgb[1] << 8) | rgb[2])

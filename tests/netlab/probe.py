@@ -3,6 +3,7 @@ sees), a TCP echo, and a TCP bulk transfer (throughput). Sockets are opened insi
 namespaces with `Namespace.call`, so these run in the test process and need no binary."""
 from __future__ import annotations
 
+import select
 import socket
 import struct
 import threading
@@ -85,19 +86,18 @@ class Echo:
 
 def udp_rtts(ns: Namespace, address: str, port: int = 7, count: int = 20, interval_s: float = 0.01,
              size: int = 100, wait_s: float = 1.0) -> list[float | None]:
-    """Round-trip times in ms of `count` UDP probes from `ns` (None for each one lost)."""
+    """Round-trip times in ms of `count` UDP probes from `ns` (None for each one lost). Echoes
+    are timed as they arrive (select until the next send), not at a polling interval."""
     def probe() -> list[float | None]:
         rtts: list[float | None] = [None] * count
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.connect((address, port))
-            sock.settimeout(0.001)
+            sock.setblocking(False)
             padding = b"\0" * max(0, size - _PROBE.size)
-            end = None
-            sent = 0
-            next_send = time.monotonic()
+            sent, next_send, end = 0, time.monotonic(), None
             while True:
                 now = time.monotonic()
-                if sent < count and now >= next_send:
+                while sent < count and now >= next_send:
                     sock.send(_PROBE.pack(sent, now) + padding)
                     sent += 1
                     next_send += interval_s
@@ -105,12 +105,15 @@ def udp_rtts(ns: Namespace, address: str, port: int = 7, count: int = 20, interv
                         end = now + wait_s
                 if end is not None and now >= end:
                     return rtts
-                try:
-                    data = sock.recv(65535)
-                except (socket.timeout, ConnectionRefusedError):
-                    continue
-                seq, t0 = _PROBE.unpack_from(data)
-                rtts[seq] = (time.monotonic() - t0) * 1000
+                wake = end if sent == count else next_send
+                readable, _, _ = select.select([sock], [], [], max(0.0, wake - time.monotonic()))
+                while readable:
+                    try:
+                        data = sock.recv(65535)
+                    except (BlockingIOError, ConnectionRefusedError):
+                        break
+                    seq, t0 = _PROBE.unpack_from(data)
+                    rtts[seq] = (time.monotonic() - t0) * 1000
     return ns.call(probe)
 
 
@@ -183,4 +186,54 @@ def _listen(address: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((address, port))
     sock.listen(1)
+    return sock
+
+
+def udp_blast(sender: Namespace, receiver: Namespace, address: str, port: int = 5002, pps: int = 2000,
+              seconds: float = 5.0, size: int = 1200) -> tuple[int, int]:
+    """(sent, received) of `pps` UDP datagrams a second for `seconds`, paced in 5 ms batches."""
+    sink = receiver.call(lambda: _udp_socket(address, port))
+    sink.settimeout(0.5)
+    received = [0]
+
+    def count() -> None:
+        while True:
+            try:
+                sink.recv(65535)
+            except socket.timeout:
+                return
+            except OSError:
+                return
+            received[0] += 1
+    thread = threading.Thread(target=count, daemon=True)
+    thread.start()
+
+    def send() -> int:
+        sent = 0
+        payload = b"\0" * size
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect((address, port))
+            start = time.monotonic()
+            while (elapsed := time.monotonic() - start) < seconds:
+                due = int(elapsed * pps) + 1
+                while sent < due:
+                    try:
+                        sock.send(payload)
+                    except OSError:  # a full socket buffer
+                        pass
+                    sent += 1
+                time.sleep(0.005)
+        return sent
+    try:
+        sent = sender.call(send)
+        thread.join(5)
+    finally:
+        sink.close()
+    return sent, received[0]
+
+
+def _udp_socket(address: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    sock.bind((address, port))
     return sock

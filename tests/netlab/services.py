@@ -157,6 +157,35 @@ class LabGateway:
         return lines
 
 
+DEPLOY_COTURN = Path(__file__).resolve().parents[2] / "deploy" / "base" / "coturn.yaml"
+
+
+def deploy_coturn() -> tuple[list[str], list[tuple[str, int, int]]]:
+    """From deploy/base/coturn.yaml: the coturn container's arguments, and its Service's ports
+    as (protocol, port, container port)."""
+    import yaml
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(DEPLOY_COTURN.read_text())}
+    container = docs[("Deployment", "coturn")]["spec"]["template"]["spec"]["containers"][0]
+    named = {p["name"]: p["containerPort"] for p in container["ports"]}
+    ports = [(p["protocol"].lower(), p["port"], named.get(p["targetPort"], p["targetPort"]))
+             for p in docs[("Service", "coturn")]["spec"]["ports"]]
+    return list(container["args"]), ports
+
+
+def deployed_turn_urls(host: str) -> str:
+    """The three URL forms the gateway advertises for the deployed coturn (gateway.yaml), on the
+    ports its Service exposes."""
+    ports = {(proto, target): port for proto, port, target in deploy_coturn()[1]}
+    return (f"turn:{host}:{ports['udp', 3478]}?transport=udp,turn:{host}:{ports['tcp', 3478]}?transport=tcp,"
+            f"turns:{host}:{ports['tcp', 5349]}?transport=tcp")
+
+
+def expose_deployed_turn(lab: NetLab) -> None:
+    """The lab's server router forwards what coturn's LoadBalancer Service exposes, and nothing more."""
+    for proto, port, target in deploy_coturn()[1]:
+        lab.forward(proto, port, target)
+
+
 @dataclass
 class Coturn:
     """Debian's coturn (`turnserver`) with TURN REST credentials (use-auth-secret)."""
@@ -173,7 +202,23 @@ class Coturn:
     proc: subprocess.Popen | None = None
     log: list[str] = field(default_factory=list)
 
+    deploy_args: list[str] | None = None  # run with deploy/base/coturn.yaml's arguments
+
+    @classmethod
+    def as_deployed(cls, lab: NetLab, ns: Namespace, address: str, cert: Path, key: Path) -> Coturn:
+        """coturn with the arguments of deploy/base/coturn.yaml, the pod's values filled in: its
+        address for $(POD_IP), the lab's secret, certificate and a scratch directory."""
+        args, _ = deploy_coturn()
+        scratch = lab.tmp / "coturn"
+        scratch.mkdir(exist_ok=True)
+        filled = [a.replace("$(POD_IP)", address).replace("$(TURN_SECRET)", TURN_SECRET)
+                  .replace("/etc/coturn/tls/tls.crt", str(cert)).replace("/etc/coturn/tls/tls.key", str(key))
+                  .replace("/var/lib/coturn", str(scratch)) for a in args]
+        return cls(lab, ns, address, tls_port=5349, deploy_args=filled)
+
     def start(self) -> Coturn:
+        if self.deploy_args is not None:
+            return self._run(["turnserver", "-n", f"--listening-ip={self.address}", *self.deploy_args])
         argv = ["turnserver", "-n", "--log-file=stdout", "--simple-log", "--no-cli",
                 f"--listening-ip={self.address}", f"--listening-port={self.port}",
                 f"--pidfile={self.lab.tmp / f'turnserver-{self.port}.pid'}", "--fingerprint",
@@ -189,6 +234,9 @@ class Coturn:
                 argv += [f"--tls-listening-port={self.tls_port}", f"--cert={self.cert}", f"--pkey={self.key}"]
             else:
                 argv += ["--no-tls"]
+        return self._run(argv)
+
+    def _run(self, argv: list[str]) -> Coturn:
         self.proc = self.ns.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=lambda: self.log.extend(self.proc.stdout), daemon=True).start()
         wait_tcp(self.ns, self.address, self.port)

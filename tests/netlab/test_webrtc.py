@@ -7,8 +7,8 @@ frames and its input lands on the session's X display (RECORD).
 - at 40 ms RTT and 1 % loss each way, under full-screen motion: the stream keeps playing,
   lost packets are asked again (NACK) and retransmitted;
 - with all UDP dropped by the client's firewall: TURN over TCP and over TLS on 443 relay it
-  (coturn behind a load balancer that forwards only its listeners, relaying on its private
-  address), and without TURN nothing connects;
+  (coturn run with deploy/base/coturn.yaml's arguments, behind a load balancer that forwards
+  what its Service exposes, relaying on its private address), and without TURN nothing connects;
 - a server behind a 1:1 NAT: announcing the public address (`AGENT_ICE_ADDRESSES` given to
   the gateway reaches its agents) or learning it from STUN connects; neither does not.
 """
@@ -25,7 +25,8 @@ import pytest
 from tests.gateway.xrecord import XRecorder
 from tests.netlab import Impairment, NetLab
 from tests.netlab.lab import SERVER_PRIVATE, WAN_SERVER_SIDE
-from tests.netlab.services import TURN_SECRET, Coturn, LabGateway, ViewerProcess
+from tests.netlab.services import (TURN_SECRET, Coturn, LabGateway, ViewerProcess, deployed_turn_urls,
+                                   expose_deployed_turn)
 
 MDNS_COUNTER = ("OUTPUT", "-p", "udp", "-d", "224.0.0.251", "--dport", "5353")
 
@@ -89,6 +90,7 @@ def test_webrtc_through_a_nat_with_mdns_candidates_answers_without_asking_mdns(n
     assert offers, gw.agent_log(session)[-5:]
 
 
+@pytest.mark.relay
 def test_the_stream_keeps_playing_at_40ms_rtt_and_1_percent_loss(nat) -> None:
     lab, gw, session = nat
     lab.impair(Impairment(delay_ms=20, loss=0.01), Impairment(delay_ms=20, loss=0.01), seed=3)
@@ -112,16 +114,15 @@ def test_the_stream_keeps_playing_at_40ms_rtt_and_1_percent_loss(nat) -> None:
 
 @pytest.fixture(scope="module")
 def blocked() -> Iterator[tuple[NetLab, LabGateway, Coturn, str]]:
-    # The server side is a cluster behind a load balancer: only the gateway's port and coturn's
-    # listeners are forwarded; coturn relays on its private address, which agents reach directly.
+    # The server side is the cluster of deploy/: behind a load balancer that forwards the
+    # gateway's port and what coturn's Service exposes; coturn runs with the Deployment's own
+    # arguments and relays on its private (pod) address, which agents reach directly.
     with NetLab(server_nat="ports") as lab:
-        for proto, port, to in (("tcp", 8443, 8443), ("udp", 3478, 3478), ("tcp", 3478, 3478), ("tcp", 443, 5349)):
-            lab.forward(proto, port, to)
-        public = lab.server_public
-        urls = (f"turn:{public}:3478?transport=udp,turn:{public}:3478?transport=tcp,"
-                f"turns:{public}:443?transport=tcp")
+        lab.forward("tcp", 8443)
+        expose_deployed_turn(lab)
+        urls = deployed_turn_urls(lab.server_public)
         gw = LabGateway(lab, args=("--turn-urls", urls, "--turn-secret", TURN_SECRET)).start()
-        turn = Coturn(lab, lab.server, SERVER_PRIVATE, tls_port=5349, cert=gw.cert, key=gw.key).start()
+        turn = Coturn.as_deployed(lab, lab.server, SERVER_PRIVATE, gw.cert, gw.key).start()
         session = gw.start_session()
         lab.block_udp()
         yield lab, gw, turn, session

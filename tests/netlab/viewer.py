@@ -13,7 +13,7 @@ Lines of JSON on stdout: `{"event": "connected", "answer_ms", "connect_ms", "pai
 media flows; with `--frames` one `{"event": "frame", "t", "rgb"}` per decoded frame (`t`:
 CLOCK_MONOTONIC, shared by every namespace; `rgb`: the colour at `--probe`); at the end (after
 `--seconds`, or on a `quit` line or EOF on stdin) `{"event": "summary", "frames",
-"longest_gap_ms", "nacked", "retransmitted", "lost"}`. Every other line read from stdin is a
+"longest_gap_ms", "nacked", "retransmitted", "lost", "remb_kbps"}`. Every other line read from stdin is a
 JSON message sent on the `input` data channel. The transport is a parameter so that another
 transport's client can answer the same harness (only `webrtc` exists so far). Its aiortc
 completes frames on the marker bit, as a browser does (see MarkerJitterBuffer).
@@ -37,6 +37,7 @@ from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError
 
 COUNTS = {"nacked": 0, "retransmitted": 0}
+REMB_KBPS: list[int] = []  # every estimate the receiver sent back (REMB)
 
 
 class MarkerJitterBuffer(JitterBuffer):
@@ -63,9 +64,15 @@ rtp_receiver.JitterBuffer = MarkerJitterBuffer
 
 
 def _count_nacks() -> None:
-    """Count what the receiver asks again (NACK) and what comes back (RTX)."""
+    """Count what the receiver asks again (NACK) and what comes back (RTX); keep its REMBs."""
     send_nack = rtp_receiver.RTCRtpReceiver._send_rtcp_nack
     unwrap = rtp_receiver.unwrap_rtx
+    pack_remb = rtp_receiver.pack_remb_fci
+
+    def remb(bitrate: int, ssrcs: list[int]) -> bytes:
+        REMB_KBPS.append(round(bitrate / 1000))
+        return pack_remb(bitrate, ssrcs)
+    rtp_receiver.pack_remb_fci = remb
 
     async def nack(self, media_ssrc: int, lost: list[int]) -> None:
         COUNTS["nacked"] += len(lost)
@@ -173,7 +180,7 @@ async def webrtc(args: argparse.Namespace) -> dict[str, Any]:
         gaps = [b - a for a, b in zip(arrivals[frames_at_connect:], arrivals[frames_at_connect + 1:])]
         stats = await _inbound(pc)
         summary = {"frames": len(arrivals), "longest_gap_ms": round(max(gaps, default=0) * 1000, 1),
-                   **COUNTS, **stats}
+                   **COUNTS, **stats, "remb_kbps": REMB_KBPS}
         if location:
             async with http.delete(urljoin(args.url, location), headers=headers):
                 pass
