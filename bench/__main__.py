@@ -59,7 +59,7 @@ INPUT_FIGURES = (
 # Targets are those of the issues that asked for each benchmark (tracker issues 2 to 6).
 SUITE = (
     Bench("agent_media", "agent_media", quick_args=("--quick",)),
-    Bench("network", "network", quick_args=("--quick",)),  # needs root; prints a `skipped` row without
+    Bench("network", "network", quick_args=("--quick",)),  # needs root (else one `skipped` row)
     Bench("input_latency", "input_latency", quick_args=("--samples", "100"), figures=INPUT_FIGURES),
     Bench("input_latency_busy", "input_latency", ("--busy",), ("--busy", "--samples", "100"), INPUT_FIGURES),
     Bench("gateway_startup", "gateway_startup", quick_args=("--runs", "2"), figures=(

@@ -121,8 +121,8 @@ def without_mdns_candidates(sdp: str) -> str:
     answer then waits for its 1 s resolve timeout. Such a name can only resolve on the
     browser's own link; wherever it could, the browser's connectivity checks reach the agent
     anyway and ICE learns the browser's address from them as a peer-reflexive candidate (RFC
-    8445 7.3.1.3). A section that lost such a candidate also loses `a=end-of-candidates`: the
-    candidate is still to come, from those checks, and aioice must not give up before.
+    8445 7.3.1.3). A section left with no candidate at all also loses `a=end-of-candidates`:
+    aioice would otherwise fail at once, before those checks arrive.
     """
     eol = "\r\n" if "\r\n" in sdp else "\n"
     out: list[str] = []
@@ -130,7 +130,7 @@ def without_mdns_candidates(sdp: str) -> str:
 
     def flush() -> None:
         kept = [l for l in section if not _is_mdns_candidate(l)]
-        if len(kept) != len(section):
+        if len(kept) != len(section) and not any(l.startswith("a=candidate:") for l in kept):
             kept = [l for l in kept if l.strip() != "a=end-of-candidates"]
         out.extend(kept)
 

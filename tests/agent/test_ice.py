@@ -29,10 +29,14 @@ CHROMIUM_OFFER = "\r\n".join([
 
 def test_offers_lose_their_mdns_candidates_and_nothing_else():
     out = without_mdns_candidates(CHROMIUM_OFFER)
-    # The peer's address is still to come (from its checks): no end-of-candidates where one went.
+    # The data channel's section is left with no candidate: the peer's address is still to
+    # come (from its checks), so its end-of-candidates goes too.
     assert out.split("\r\n") == [l for l in CHROMIUM_OFFER.split("\r\n")
                                   if ".local " not in l and l != "a=end-of-candidates"]
     assert "203.0.113.10 45850 typ srflx" in out and out.endswith("\r\n")
+    # A section that keeps a candidate keeps its end-of-candidates.
+    both = CHROMIUM_OFFER.replace("a=mid:0", "a=end-of-candidates\r\na=mid:0")
+    assert without_mdns_candidates(both).count("a=end-of-candidates") == 1
 
 
 def test_an_offer_without_mdns_candidates_is_unchanged():
