@@ -1,7 +1,8 @@
 """Network benchmark: the lab itself, the WHEP answer to Chromium's offer across a NAT, and the
 stream under network conditions, one JSON figure per line.
 
-    python -m bench.network [--quick] [--transport webrtc] [--size 1920x1080]
+    python -m bench.network [--quick] [--transport webrtc] [--viewers chromium,aiortc]
+                            [--size 1280x720] [--noise 2] [--only lab|whep|media]
 
 Needs root (network namespaces, iptables, /dev/net/tun); without, it prints one `skipped` row.
 Everything runs in tests/netlab: a client namespace behind a masquerading router, the real
@@ -13,13 +14,17 @@ gateway (HTTPS, local spawner) and agent in a server namespace, the relay in bet
   mDNS `.local` name — and POSTs it through the gateway; the time to the answer as the page
   sees it, and the agent's own time, over a dozen offers.
 - Media, per condition (none; 40 ms RTT + 1 % loss each way; a 5 Mbit/s cap with a 200 ms
-  router queue), with the viewer of `--transport`: full-screen motion at 30 Hz plus a corner
-  marker that changes colour at random moments; the viewer reports the marker's colour per
-  decoded frame. Latency p50/p95 is marker change → first frame showing it; fps is frames
-  received under the motion; the longest freeze is the longest gap between frames; queue growth
-  is the median latency of the last third of the run minus that of the first third. Each row
-  also carries what the receiver's congestion feedback (REMB from aiortc's estimator) said
-  and what the agent's encoder cap (session_agent/media/bitrate.py) did with it.
+  router queue), per viewer — Chromium playing the real viewer page, and aiortc
+  (tests/netlab/viewer.py, frames completed on the marker bit as a browser does) — over
+  `--transport`: full-screen motion at 30 Hz with `--noise` patches of incompressible pixels
+  (5–9 Mbit/s at the starting cap, so that the 5 Mbit/s link is really too narrow) plus a
+  corner marker that changes colour at random moments; the viewer reads the marker's colour in
+  every frame it presents. Latency p50/p95 is marker change → first frame showing it; fps is
+  frames under the motion; the longest freeze is the longest gap between frames; queue growth
+  is the median latency of the last third of the run minus that of the first third. Each fps
+  row carries the feedback: what the receiver said (aiortc: its REMB estimates; Chromium: its
+  inbound-rtp NACK/PLI/freeze counts and availableIncomingBitrate) and what the agent's encoder
+  cap (session_agent/media/bitrate.py, sampled from /metrics) did with it.
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.figures import figure  # noqa: E402
 from tests.netlab import Impairment, NetLab, unavailable  # noqa: E402
+from tests.netlab.browser import LabChromium  # noqa: E402
 from tests.netlab.painter import PROBE  # noqa: E402
 from tests.netlab.probe import Echo, tcp_throughput_kbit, udp_blast, udp_rtts  # noqa: E402
 from tests.netlab.services import LabGateway, ViewerProcess  # noqa: E402
@@ -106,7 +112,7 @@ POST = """async ([url, sdp]) => { const t0 = performance.now();
 async def rows_whep(quick: bool) -> list[dict[str, Any]]:
     from playwright.async_api import async_playwright
 
-    from tests.netlab.test_chromium import CHROMIUM_ARGS
+    from tests.netlab.browser import CHROMIUM_ARGS
     with NetLab() as lab:
         gw = LabGateway(lab).start()
         session = await asyncio.to_thread(gw.start_session)
@@ -151,41 +157,88 @@ def sample_agent(lab: NetLab, gw: LabGateway, session: str, stop: threading.Even
         out.append({"t": time.monotonic(), **values})
 
 
-def media_condition(lab: NetLab, gw: LabGateway, session: str, name: str, transport: str,
-                    seconds: float, noise: int) -> list[dict[str, Any]]:
+class AiortcWatcher:
+    """tests/netlab/viewer.py in the client namespace; frames timed on CLOCK_MONOTONIC."""
+
+    clock = "t"
+
+    def __init__(self, lab: NetLab, gw: LabGateway, session: str, transport: str, seconds: float) -> None:
+        self.process = ViewerProcess.start(
+            lab.client, f"{gw.url}/streaming/{session}/whep", "--transport", transport, "--frames",
+            "--probe", ",".join(map(str, PROBE)), "--seconds", str(seconds + 3), cafile=gw.cert)
+        self.process.wait("connected", 60)
+
+    def record(self) -> None:
+        pass  # it reports every frame from the start
+
+    def finish(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        summary = self.process.finish(60, quit=False)
+        remb = summary.get("remb_kbps", [])
+        return self.process.frames(), {
+            "remb_kbps": {"first": remb[0], "min": min(remb), "last": remb[-1], "count": len(remb)} if remb else None,
+            "nacked": summary.get("nacked"), "retransmitted": summary.get("retransmitted")}
+
+    def close(self) -> None:
+        self.process.kill()
+
+
+class ChromiumWatcher:
+    """The real viewer page in Chromium (client namespace); frames timed on the Unix clock."""
+
+    clock = "wall"
+
+    def __init__(self, chromium: LabChromium, gw: LabGateway, session: str, transport: str, seconds: float) -> None:
+        self.chromium = chromium
+        self.page = chromium.viewer(gw, session, transport)
+
+    def record(self) -> None:
+        self.chromium.record(self.page, PROBE)
+
+    def finish(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        return self.chromium.frames(self.page), {"inbound_rtp": self.chromium.inbound(self.page)}
+
+    def close(self) -> None:
+        self.page.context.close()
+
+
+def media_condition(lab: NetLab, gw: LabGateway, session: str, name: str, viewer: str, transport: str,
+                    seconds: float, noise: int, chromium: LabChromium | None) -> list[dict[str, Any]]:
     up, down, targets = CONDITIONS[name]
     lab.impair(up, down, seed=11)
     display = gw.agent_of(session)[1]
-    viewer = ViewerProcess.start(lab.client, f"{gw.url}/streaming/{session}/whep", "--transport", transport,
-                                 "--frames", "--probe", ",".join(map(str, PROBE)), "--seconds", str(seconds + 3),
-                                 cafile=gw.cert)
     samples: list[dict[str, float]] = []
     stop = threading.Event()
+    watcher: AiortcWatcher | ChromiumWatcher | None = None
     try:
-        viewer.wait("connected", 60)
+        watcher = (ChromiumWatcher(chromium, gw, session, transport, seconds) if viewer == "chromium"
+                   else AiortcWatcher(lab, gw, session, transport, seconds))
         sampler = threading.Thread(target=sample_agent, args=(lab, gw, session, stop, samples), daemon=True)
         sampler.start()
         time.sleep(1)
+        watcher.record()
         painter = subprocess.Popen([sys.executable, "-m", "tests.netlab.painter", display, str(seconds), "--markers",
-                                    "--noise", str(noise)],
-                                   cwd=ROOT, stdout=subprocess.PIPE, text=True)
-        started = time.monotonic()
+                                    "--noise", str(noise)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
         markers = [json.loads(line) for line in painter.stdout]
         painter.wait()
-        ended = time.monotonic()
-        summary = viewer.finish(60, quit=False)
+        frames, extra = watcher.finish()
         relay = lab.relay_counters() if lab.relay else {}
     finally:
         stop.set()
-        viewer.kill()
+        if watcher is not None:
+            watcher.close()
         lab.impair()
-    frames = [f for f in viewer.frames() if started <= f["t"] <= ended + 1]
+    clock = watcher.clock
+    if not markers:
+        raise RuntimeError("the painter painted no marker")
+    started, ended = markers[0][clock] - 0.3, markers[-1][clock]
+    frames = [f for f in frames if started <= f[clock] <= ended + 1]
     latencies = []
     for m in markers:
-        hit = next((f for f in frames if f["t"] >= m["t"] and all(abs(a - b) <= 28 for a, b in zip(f["rgb"], m["rgb"]))), None)
+        hit = next((f for f in frames if f[clock] >= m[clock]
+                    and all(abs(a - b) <= 28 for a, b in zip(f["rgb"], m["rgb"]))), None)
         if hit is not None:
-            latencies.append((hit["t"] - m["t"]) * 1000)
-    in_motion = [f["t"] for f in frames if started + 1 <= f["t"] <= ended]
+            latencies.append((hit[clock] - m[clock]) * 1000)
+    in_motion = [f[clock] for f in frames if started + 1 <= f[clock] <= ended]
     gaps = [b - a for a, b in zip(in_motion, in_motion[1:])]
     third = max(1, len(latencies) // 3)
     ordered = sorted(latencies)
@@ -200,33 +253,38 @@ def media_condition(lab: NetLab, gw: LabGateway, session: str, name: str, transp
     caps = [s["agent_bitrate_cap_kbps"] for s in samples if "agent_bitrate_cap_kbps" in s]
     sent = [(b["t"] - a["t"], b["agent_video_bytes_total"] - a["agent_video_bytes_total"])
             for a, b in zip(samples, samples[1:]) if "agent_video_bytes_total" in a and "agent_video_bytes_total" in b]
-    remb = summary.get("remb_kbps", [])
     feedback = {
-        "remb_kbps": {"first": remb[0], "min": min(remb), "last": remb[-1], "count": len(remb)} if remb else None,
+        **extra,
         "encoder_cap_kbps": {"first": caps[0], "min": min(caps), "last": caps[-1]} if caps else None,
         "encoded_kbps_median": round(statistics.median(8 * b / 1000 / dt for dt, b in sent), 1) if sent else None,
         "markers": len(markers), "markers_seen": len(latencies),
-        "nacked": summary.get("nacked"), "retransmitted": summary.get("retransmitted"),
         "relay": {d: {k: relay[d][k] for k in ("received", "lost", "overflowed", "max_queue")}
                   for d in ("up", "down")} if relay else None,
     }
     rows = []
     for key, value in values.items():
         target, lower = targets.get(key, (None, True))
-        rows.append(figure(f"network.{transport}.{name}.{key}", value, UNITS[key], target, lower,
-                           transport=transport, condition=name, **({"feedback": feedback} if key == "fps" else {})))
+        rows.append(figure(f"network.{transport}.{viewer}.{name}.{key}", value, UNITS[key], target, lower,
+                           transport=transport, viewer=viewer, condition=name,
+                           **({"feedback": feedback} if key == "fps" else {})))
     return rows
 
 
-def rows_media(quick: bool, transport: str, size: str, noise: int) -> list[dict[str, Any]]:
+def rows_media(quick: bool, transport: str, size: str, noise: int, viewers: list[str]) -> list[dict[str, Any]]:
     rows = []
     seconds = 10 if quick else 25
     with NetLab() as lab:
         gw = LabGateway(lab, size=size).start()
-        for name in CONDITIONS:
-            session = gw.start_session()  # a fresh session (and encoder state) per condition
-            rows += media_condition(lab, gw, session, name, transport, seconds, noise)
-            gw.api("DELETE", f"/api/sessions/{session}")
+        chromium = LabChromium(lab).__enter__() if "chromium" in viewers else None
+        try:
+            for viewer in viewers:
+                for name in CONDITIONS:
+                    session = gw.start_session()  # a fresh session (and encoder state) per run
+                    rows += media_condition(lab, gw, session, name, viewer, transport, seconds, noise, chromium)
+                    gw.api("DELETE", f"/api/sessions/{session}")
+        finally:
+            if chromium is not None:
+                chromium.__exit__()
     return rows
 
 
@@ -234,16 +292,19 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer probes and shorter runs")
     p.add_argument("--transport", choices=sorted(TRANSPORTS), default="webrtc")
-    p.add_argument("--size", default="1920x1080", help="the session's display size")
-    p.add_argument("--noise", type=int, default=1,
+    p.add_argument("--size", default="1280x720", help="the session's display size")
+    p.add_argument("--noise", type=int, default=2,
                    help="patches of incompressible pixels per motion tick (tests/netlab/painter.py)")
+    p.add_argument("--viewers", default="chromium,aiortc",
+                   help="who watches the media runs: chromium (the real viewer page), aiortc (tests/netlab/viewer.py)")
     p.add_argument("--only", choices=("lab", "whep", "media"), help="one part only")
     a = p.parse_args()
     if reason := unavailable(relay=True):
         print(json.dumps({"name": "network", "skipped": reason}))
         return 0
     parts = {"lab": lambda: rows_lab(a.quick), "whep": lambda: asyncio.run(rows_whep(a.quick)),
-             "media": lambda: rows_media(a.quick, a.transport, a.size, a.noise)}
+             "media": lambda: rows_media(a.quick, a.transport, a.size, a.noise,
+                                         [v.strip() for v in a.viewers.split(",") if v.strip()])}
     failed = 0
     for part, run in parts.items():
         if a.only and part != a.only:

@@ -7,7 +7,8 @@ glass-to-glass latency of each change.
 
 `--noise N` also paints N patches of random pixels (1/6 of the screen each) per tick: content
 that does not compress, so the stream needs several Mbit/s, as photos or video being edited do.
-With `--markers` one JSON line per marker change on stdout: `{"t": CLOCK_MONOTONIC, "rgb"}`
+With `--markers` one JSON line per marker change on stdout: `{"t": CLOCK_MONOTONIC, "wall":
+Unix time (what a browser's clock can be compared with), "rgb"}`
 (taken after the X server has the change, like bench/agent_media.py's flashes).
 """
 from __future__ import annotations
@@ -61,7 +62,7 @@ def main() -> None:
             gc.change(foreground=(rgb[0] << 16) | (rgb[1] << 8) | rgb[2])
             root.fill_rectangle(gc, 0, 0, mw, mh)
             d.sync()
-            print(json.dumps({"t": time.monotonic(), "rgb": rgb}), flush=True)
+            print(json.dumps({"t": time.monotonic(), "wall": time.time(), "rgb": rgb}), flush=True)
             next_marker = time.monotonic() + rng.uniform(0.15, 0.4)
         d.sync()
         tick += 1 / a.hz

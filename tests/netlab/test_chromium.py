@@ -19,17 +19,11 @@ from playwright.async_api import Browser, BrowserContext, async_playwright
 
 from tests.gateway.xrecord import XRecorder
 from tests.netlab import NetLab
+from tests.netlab.browser import CHROMIUM_ARGS, KEEP_PCS
 from tests.netlab.lab import SERVER_PRIVATE
 from tests.netlab.services import TOKEN, TURN_SECRET, Coturn, LabGateway, deployed_turn_urls, expose_deployed_turn
 from tests.netlab.test_webrtc import MDNS_COUNTER, mdns_queries
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync",
-                 "--ignore-certificate-errors"]  # the lab's self-signed certificate
-# Keeps every RTCPeerConnection the page makes, for getStats() (the viewer does not expose it).
-KEEP_PCS = """(() => { const Original = window.RTCPeerConnection; window.__pcs = [];
-  window.RTCPeerConnection = class extends Original {
-    constructor(...args) { super(...args); window.__pcs.push(this); } }; })();"""
 SELECTED_PAIR = """async () => {
   const pc = window.__pcs[window.__pcs.length - 1]; const stats = await pc.getStats(); let pair = null;
   stats.forEach((r) => { if (r.type === 'transport' && r.selectedCandidatePairId) pair = stats.get(r.selectedCandidatePairId); });
