@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -38,7 +39,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path

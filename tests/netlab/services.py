@@ -21,6 +21,14 @@ from tests.netlab.lab import NetLab, Namespace
 TOKEN = "lab-token"
 TURN_SECRET = "lab-turn-secret"
 LIGHT_APP = "sleep 3600"  # a real process on the session's display that needs no GIMP
+# An iptables rule with no target: it only counts mDNS queries leaving a namespace.
+MDNS_COUNTER = ("OUTPUT", "-p", "udp", "-d", "224.0.0.251", "--dport", "5353")
+
+
+def mdns_queries(lab: NetLab) -> int:
+    """mDNS queries the server namespace sent (MDNS_COUNTER must be in place)."""
+    out = lab.server.iptables("-L", "OUTPUT", "-v", "-x", "-n").stdout
+    return sum(int(line.split()[0]) for line in out.splitlines()[2:] if "224.0.0.251" in line)
 
 
 def self_signed(directory: Path, addresses: list[str], names: list[str] = ("lab.test",)) -> tuple[Path, Path]:

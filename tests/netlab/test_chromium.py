@@ -21,8 +21,8 @@ from tests.gateway.xrecord import XRecorder
 from tests.netlab import NetLab
 from tests.netlab.browser import CHROMIUM_ARGS, KEEP_PCS
 from tests.netlab.lab import SERVER_PRIVATE
-from tests.netlab.services import TOKEN, TURN_SECRET, Coturn, LabGateway, deployed_turn_urls, expose_deployed_turn
-from tests.netlab.test_webrtc import MDNS_COUNTER, mdns_queries
+from tests.netlab.services import (MDNS_COUNTER, TOKEN, TURN_SECRET, Coturn, LabGateway, deployed_turn_urls,
+                                   expose_deployed_turn, mdns_queries)
 
 SELECTED_PAIR = """async () => {
   const pc = window.__pcs[window.__pcs.length - 1]; const stats = await pc.getStats(); let pair = null;

@@ -15,6 +15,7 @@ frames and its input lands on the session's X display (RECORD).
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,11 +26,8 @@ import pytest
 from tests.gateway.xrecord import XRecorder
 from tests.netlab import Impairment, NetLab
 from tests.netlab.lab import SERVER_PRIVATE, WAN_SERVER_SIDE
-from tests.netlab.services import (TURN_SECRET, Coturn, LabGateway, ViewerProcess, deployed_turn_urls,
-                                   expose_deployed_turn)
-
-MDNS_COUNTER = ("OUTPUT", "-p", "udp", "-d", "224.0.0.251", "--dport", "5353")
-
+from tests.netlab.services import (MDNS_COUNTER, TURN_SECRET, Coturn, LabGateway, ViewerProcess, deployed_turn_urls,
+                                   expose_deployed_turn, mdns_queries)
 
 @contextmanager
 def viewer(gw: LabGateway, session: str, *args: str) -> Iterator[ViewerProcess]:
@@ -53,11 +51,6 @@ def click_lands(gw: LabGateway, session: str, v: ViewerProcess, at: tuple[int, i
         recorder.close()
 
 
-def mdns_queries(lab: NetLab) -> int:
-    out = lab.server.iptables("-L", "OUTPUT", "-v", "-x", "-n").stdout
-    return sum(int(line.split()[0]) for line in out.splitlines()[2:] if "224.0.0.251" in line)
-
-
 # -- a user behind a NAT, the server on a public address -----------------------------------
 
 @pytest.fixture(scope="module")
@@ -72,7 +65,6 @@ def test_webrtc_through_a_nat_with_mdns_candidates_answers_without_asking_mdns(n
     lab, gw, session = nat
     # The counter counts: a query sent here from the server's side is seen.
     def query() -> None:
-        import socket
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.sendto(b"\0" * 12, ("224.0.0.251", 5353))
     lab.server.call(query)
@@ -80,7 +72,8 @@ def test_webrtc_through_a_nat_with_mdns_candidates_answers_without_asking_mdns(n
 
     with viewer(gw, session, "--mdns") as v:
         connected = v.wait("connected")
-        # The agent learned the browser's address from its checks: the NAT's public side.
+        # The offer told the agent no address it could use (its one host candidate was a
+        # .local name): the agent learned the viewer's from its checks, through the NAT.
         assert connected["pair"]["remote"].startswith(f"host {lab.server_public}:")
         click_lands(gw, session, v, (321, 123))
         summary = v.finish()
