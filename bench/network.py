@@ -19,7 +19,8 @@ gateway (HTTPS, local spawner) and agent in a server namespace, the relay in bet
   `--transport`: full-screen motion at 30 Hz with `--noise` patches of incompressible pixels
   (5–9 Mbit/s at the starting cap, so that the 5 Mbit/s link is really too narrow) plus a
   corner marker that changes colour at random moments; the viewer reads the marker's colour in
-  every frame it presents. Latency p50/p95 is marker change → first frame showing it; fps is
+  every frame it presents. Latency p50/p95 is marker change → first frame showing it (a marker
+  never shown counts as infinitely late); fps is
   frames under the motion; the longest freeze is the longest gap between frames; queue growth
   is the median latency of the last third of the run minus that of the first third. Each fps
   row carries the feedback: what the receiver said (aiortc: its REMB estimates; Chromium: its
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -232,12 +234,11 @@ def media_condition(lab: NetLab, gw: LabGateway, session: str, name: str, viewer
         raise RuntimeError("the painter painted no marker")
     started, ended = markers[0][clock] - 0.3, markers[-1][clock]
     frames = [f for f in frames if started <= f[clock] <= ended + 1]
-    latencies = []
+    latencies = []  # a marker never shown counts as never arriving: infinitely late
     for m in markers:
         hit = next((f for f in frames if f[clock] >= m[clock]
                     and all(abs(a - b) <= 28 for a, b in zip(f["rgb"], m["rgb"]))), None)
-        if hit is not None:
-            latencies.append((hit[clock] - m[clock]) * 1000)
+        latencies.append((hit[clock] - m[clock]) * 1000 if hit is not None else float("inf"))
     in_motion = [f[clock] for f in frames if started + 1 <= f[clock] <= ended]
     gaps = [b - a for a, b in zip(in_motion, in_motion[1:])]
     third = max(1, len(latencies) // 3)
@@ -253,11 +254,17 @@ def media_condition(lab: NetLab, gw: LabGateway, session: str, name: str, viewer
     caps = [s["agent_bitrate_cap_kbps"] for s in samples if "agent_bitrate_cap_kbps" in s]
     sent = [(b["t"] - a["t"], b["agent_video_bytes_total"] - a["agent_video_bytes_total"])
             for a, b in zip(samples, samples[1:]) if "agent_video_bytes_total" in a and "agent_video_bytes_total" in b]
+    t0 = samples[0]["t"] if samples else 0.0
+    cap_changes = [(round(b["t"] - t0), b["agent_bitrate_cap_kbps"]) for a, b in zip(samples, samples[1:])
+                   if a.get("agent_bitrate_cap_kbps") != b.get("agent_bitrate_cap_kbps")]
     feedback = {
         **extra,
-        "encoder_cap_kbps": {"first": caps[0], "min": min(caps), "last": caps[-1]} if caps else None,
+        "encoder_cap_kbps": {"first": caps[0], "min": min(caps), "last": caps[-1],
+                             "changes_at_s": cap_changes} if caps else None,
         "encoded_kbps_median": round(statistics.median(8 * b / 1000 / dt for dt, b in sent), 1) if sent else None,
-        "markers": len(markers), "markers_seen": len(latencies),
+        "encoded_kbps_per_5s": [round(sum(8 * b / 1000 for _, b in sent[i:i + 5]) / max(1e-6, sum(dt for dt, _ in sent[i:i + 5])))
+                                for i in range(0, len(sent), 5)],
+        "markers": len(markers), "markers_seen": sum(math.isfinite(v) for v in latencies),
         "relay": {d: {k: relay[d][k] for k in ("received", "lost", "overflowed", "max_queue")}
                   for d in ("up", "down")} if relay else None,
     }
