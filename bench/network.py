@@ -248,8 +248,8 @@ def media_condition(lab: NetLab, gw: LabGateway, session: str, name: str, viewer
         "latency_p95_ms": ordered[int(0.95 * (len(ordered) - 1))] if ordered else float("inf"),
         "longest_freeze_ms": max(gaps, default=float("inf")) * 1000,
         "fps": len(in_motion) / max(1e-6, ended - started - 1),
-        "queue_growth_ms": (statistics.median(latencies[-third:]) - statistics.median(latencies[:third]))
-        if len(latencies) >= 3 else float("inf"),
+        "queue_growth_ms": growth if len(latencies) >= 3 and math.isfinite(
+            growth := statistics.median(latencies[-third:]) - statistics.median(latencies[:third])) else float("inf"),
     }
     caps = [s["agent_bitrate_cap_kbps"] for s in samples if "agent_bitrate_cap_kbps" in s]
     sent = [(b["t"] - a["t"], b["agent_video_bytes_total"] - a["agent_video_bytes_total"])
