@@ -7,7 +7,7 @@ measure each other). A benchmark that prints figure rows itself (`name`, `value`
 `target`, `met`, and its comparison, e.g. the stock aiortc approach in agent_media) is passed
 through; the others print one object, mapped below onto figures. A benchmark that fails
 prints `{"name": …, "error": …}` and the suite goes on; the exit status is 1 if any failed.
-`--quick` (under 3 minutes) passes each benchmark its smaller settings; `--soak` adds the
+`--quick` (under 5 minutes, bench.network included) passes each benchmark its smaller settings; `--soak` adds the
 soak (bench/soak.py, 10 minutes by default).
 """
 from __future__ import annotations
