@@ -7,9 +7,9 @@ measure each other). A benchmark that prints figure rows itself (`name`, `value`
 `target`, `met`, and its comparison, e.g. the stock aiortc approach in agent_media) is passed
 through; the others print one object, mapped below onto figures. A benchmark that fails
 prints `{"name": …, "error": …}` and the suite goes on; the exit status is 1 if any failed.
-`--quick` (under 3 minutes) passes each benchmark its smaller settings; `--soak` adds the
-soak (bench/soak.py, 10 minutes by default); `--images` the image sizes (bench/images.py: it
-builds the images, as root, minutes from a cold cache).
+`--quick` (under 5 minutes, bench.network included) passes each benchmark its smaller settings;
+`--soak` adds the soak (bench/soak.py, 10 minutes by default); `--images` the image sizes
+(bench/images.py: it builds the images, as root, minutes from a cold cache).
 """
 from __future__ import annotations
 
@@ -60,6 +60,7 @@ INPUT_FIGURES = (
 # Targets are those of the issues that asked for each benchmark (tracker issues 2 to 6).
 SUITE = (
     Bench("agent_media", "agent_media", quick_args=("--quick",)),
+    Bench("network", "network", quick_args=("--quick",)),  # needs root (else one `skipped` row)
     Bench("input_latency", "input_latency", quick_args=("--samples", "100"), figures=INPUT_FIGURES),
     Bench("input_latency_busy", "input_latency", ("--busy",), ("--busy", "--samples", "100"), INPUT_FIGURES),
     Bench("gateway_startup", "gateway_startup", quick_args=("--runs", "2"), figures=(

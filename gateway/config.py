@@ -17,6 +17,7 @@ from pathlib import Path
 
 from gateway.resources import DEFAULT_LIMITS, parse_limits
 from gateway.spawners.base import APPLICATIONS
+from gateway.turn import check_ice_url
 
 DEFAULT_APP_COMMANDS = {
     "gimp": "gimp --no-splash",
@@ -72,11 +73,14 @@ class Config:
     def multi_user(self) -> bool:
         """Several people share this machine's sessions: they must not reach each other's."""
         return self.spawner == "local" and self.auth in ("jwt", "header")
+    # TLS (SPEC "Gateway TLS"): HTTPS with this PEM certificate chain and private key.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @property
     def public_url(self) -> str:
         host = "localhost" if self.host in ("0.0.0.0", "::", "") else self.host
-        return f"http://{host}:{self.port}/"
+        return f"{'https' if self.tls_cert else 'http'}://{host}:{self.port}/"
 
 
 def _env_bool(value: str) -> bool:
@@ -177,6 +181,12 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--sandbox-uid", type=int, default=e("SANDBOX_UID", d.sandbox_uid),
                    help="[GATEWAY_SANDBOX_UID] local spawner run as root: the uid and gid "
                         "applications run as (never 0)")
+    # TLS: browsers give a page a secure context (WebCodecs, the async clipboard) only over
+    # HTTPS or on localhost.
+    p.add_argument("--tls-cert", type=Path, default=e("TLS_CERT", None),
+                   help="[GATEWAY_TLS_CERT] PEM certificate chain: serve HTTPS (with --tls-key)")
+    p.add_argument("--tls-key", type=Path, default=e("TLS_KEY", None),
+                   help="[GATEWAY_TLS_KEY] PEM private key of --tls-cert")
     return p
 
 
@@ -250,6 +260,13 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     turn_urls = tuple(u.strip() for u in a.turn_urls.split(",") if u.strip())
     if turn_urls and not a.turn_secret:
         parser.error("--turn-urls needs --turn-secret (GATEWAY_TURN_SECRET)")
+    try:
+        for url in turn_urls:
+            check_ice_url(url)
+    except ValueError as exc:
+        parser.error(f"--turn-urls: {exc}")
+    if bool(a.tls_cert) != bool(a.tls_key):
+        parser.error("--tls-cert and --tls-key (GATEWAY_TLS_CERT, GATEWAY_TLS_KEY) go together")
     return Config(
         host=a.host, port=a.port, spawner=a.spawner, data_dir=Path(a.data_dir), auth=a.auth,
         token=a.token or (secrets.token_urlsafe(24) if a.auth == "token" else ""),
@@ -267,4 +284,5 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         secure_cookies=bool(a.secure_cookies), create_limit=a.create_limit,
         create_window=a.create_window, resource_limits=resource_limits,
         sandbox=a.sandbox, sandbox_uid=a.sandbox_uid,
+        tls_cert=Path(a.tls_cert) if a.tls_cert else None, tls_key=Path(a.tls_key) if a.tls_key else None,
     )

@@ -9,12 +9,12 @@ import sys
 
 from aiohttp import web
 
+from . import ice
 from . import log as agent_log
 from .config import AgentConfig, parse_args
 from .display.xserver import XServerError, XSession, can_connect, set_size
 from .media.encoder import probe
 from .server import create_app
-from .whep import restrict_ice_addresses
 
 log = logging.getLogger("session_agent")
 
@@ -83,7 +83,7 @@ async def serve(config: AgentConfig, xsession: XSession | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     agent_log.setup("session-agent", session_id=os.environ.get("SESSION_ID"))
-    restrict_ice_addresses(config.ice_addresses)
+    ice.install(config)
     xsession: XSession | None = None
     if config.xauthority:
         # Every connection of this process (python-xlib, mss) and of its children finds the cookie.

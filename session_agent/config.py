@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -30,7 +31,8 @@ class AgentConfig:
     min_bitrate_kbps: int = 1000
     max_bitrate_kbps: int = 20000
     refresh_s: float = 2.0
-    ice_addresses: tuple[str, ...] = ()
+    ice_addresses: tuple[str, ...] = ()  # local ones: gather there; others: announce (1:1 NAT)
+    stun_server: tuple[str, int] | None = None  # learn the public address from it, in the background
     xauthority: str | None = None
 
 
@@ -74,7 +76,27 @@ def _positive(kind: type = int):
 
 
 def _addresses(text: str) -> tuple[str, ...]:
-    return tuple(a.strip() for a in text.split(",") if a.strip())
+    addresses = tuple(a.strip() for a in text.split(",") if a.strip())
+    for address in addresses:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid ICE address {address!r}: expected an IP address") from None
+    return addresses
+
+
+def _stun_server(text: str) -> tuple[str, int] | None:
+    """`host[:port]` (default port 3478); a `stun:` URL prefix is accepted."""
+    text = text.strip().removeprefix("stun:")
+    if not text:
+        return None
+    host, sep, port = text.rpartition(":") if not text.endswith("]") else (text, "", "")
+    if not sep:
+        host, port = text, "3478"
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid STUN server {text!r}: expected host[:port]")
+    return host, int(port)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,9 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="highest bitrate cap, kbit/s (AGENT_MAX_BITRATE)")
     p.add_argument("--refresh", type=_positive(float), default=env("AGENT_REFRESH", "2"),
                    help="seconds between refresh frames of a static screen (AGENT_REFRESH)")
+    # ICE: where the agent can be reached (docs/GATEWAY.md "Networks").
     p.add_argument("--ice-addresses", type=_addresses, default=env("AGENT_ICE_ADDRESSES", ""),
-                   help="comma-separated local addresses for ICE host candidates; default all but loopback "
-                        "(AGENT_ICE_ADDRESSES)")
+                   help="comma-separated IP addresses: local ones are the only ones ICE host candidates are "
+                        "gathered on (default all but loopback); any other is announced as this host's "
+                        "public address, for a server behind a 1:1 NAT (AGENT_ICE_ADDRESSES)")
+    p.add_argument("--stun-server", type=_stun_server, default=env("AGENT_STUN_SERVER", ""),
+                   help="host[:port] of a STUN server the agent asks for its public address (in the "
+                        "background, never while answering) and then announces it; default none "
+                        "(AGENT_STUN_SERVER)")
     return p
 
 
@@ -155,5 +183,5 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
         window_manager=a.window_manager or bool(a.launch), set_size=a.size is not None, token=a.token,
         encoder=a.encoder, max_peers=a.max_peers, max_fps=a.max_fps, bitrate_kbps=a.bitrate,
         min_bitrate_kbps=a.min_bitrate, max_bitrate_kbps=a.max_bitrate, refresh_s=a.refresh,
-        ice_addresses=a.ice_addresses, xauthority=a.xauthority or None,
+        ice_addresses=a.ice_addresses, stun_server=a.stun_server, xauthority=a.xauthority or None,
     )

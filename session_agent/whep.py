@@ -16,7 +16,7 @@ from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPack
 
 from .input.channel import InputChannel
 from .media.negotiation import (OfferError, choose_codec, codec_preferences, validate_offer, video_codecs,
-                                with_default_directions)
+                                with_default_directions, without_mdns_candidates)
 from .media.pipeline import MediaPipeline
 from .media.track import EncodedVideoTrack
 
@@ -81,7 +81,7 @@ class PeerManager:
             transceiver.setCodecPreferences(codec_preferences(chosen.name))
             try:
                 await pc.setRemoteDescription(
-                    RTCSessionDescription(sdp=with_default_directions(offer_sdp), type="offer"))
+                    RTCSessionDescription(sdp=with_default_directions(without_mdns_candidates(offer_sdp)), type="offer"))
                 answer = await pc.createAnswer()
             except Exception as exc:  # aiortc raises ValueError/OperationError/… for bad SDP
                 if isinstance(exc, (AttributeError, TypeError, KeyError, IndexError)):

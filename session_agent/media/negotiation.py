@@ -111,3 +111,41 @@ def validate_offer(sdp: str) -> None:
         raise OfferError("offer has no video m-line")
     if "a=ice-ufrag:" not in sdp or "a=fingerprint:" not in sdp:
         raise OfferError("offer lacks ICE credentials or a DTLS fingerprint")
+
+
+def without_mdns_candidates(sdp: str) -> str:
+    """The offer without its `.local` (mDNS) host candidates.
+
+    Browsers hide their host addresses behind random `<uuid>.local` names. aioice resolves each
+    one while the offer is applied, and across a NAT (or anywhere mDNS does not reach) every
+    answer then waits for its 1 s resolve timeout. Such a name can only resolve on the
+    browser's own link; wherever it could, the browser's connectivity checks reach the agent
+    anyway and ICE learns the browser's address from them as a peer-reflexive candidate (RFC
+    8445 7.3.1.3). A section left with no candidate at all also loses `a=end-of-candidates`:
+    aioice would otherwise fail at once, before those checks arrive.
+    """
+    eol = "\r\n" if "\r\n" in sdp else "\n"
+    out: list[str] = []
+    section: list[str] = []
+
+    def flush() -> None:
+        kept = [l for l in section if not _is_mdns_candidate(l)]
+        if len(kept) != len(section) and not any(l.startswith("a=candidate:") for l in kept):
+            kept = [l for l in kept if l.strip() != "a=end-of-candidates"]
+        out.extend(kept)
+
+    for line in sdp.split(eol):
+        if line.startswith("m="):
+            flush()
+            section = []
+        section.append(line)
+    flush()
+    return eol.join(out)
+
+
+def _is_mdns_candidate(line: str) -> bool:
+    # a=candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type> …
+    if not line.startswith("a=candidate:"):
+        return False
+    fields = line.split()
+    return len(fields) > 4 and fields[4].lower().rstrip(".").endswith(".local")
