@@ -29,6 +29,8 @@ class AgentConfig:
     max_bitrate_kbps: int = 20000
     refresh_s: float = 2.0
     ice_addresses: tuple[str, ...] = ()
+    home: str | None = None  # whose files /files/… serves
+    max_upload: int = 2 << 30
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -68,6 +70,20 @@ def _positive(kind: type = int):
             raise argparse.ArgumentTypeError(f"{text!r} must be positive")
         return value
     return parse
+
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def _bytes(text: str) -> int:
+    """A size in bytes: 2147483648, 512M, 2G, 2GiB (binary units)."""
+    m = re.fullmatch(r"(\d{1,15})\s*([kmgt]?)(i?b)?", text.strip().lower())
+    if not m or (m.group(3) and not m.group(2) and m.group(3) != "b"):
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: expected bytes or e.g. 512M, 2G")
+    value = int(m.group(1)) * _UNITS[m.group(2)]
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
 
 
 def _addresses(text: str) -> tuple[str, ...]:
@@ -112,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ice-addresses", type=_addresses, default=env("AGENT_ICE_ADDRESSES", ""),
                    help="comma-separated local addresses for ICE host candidates; default all but loopback "
                         "(AGENT_ICE_ADDRESSES)")
+    p.add_argument("--home", default=env("AGENT_HOME"),
+                   help="the user's home, served under /files/ (AGENT_HOME, default $HOME)")
+    p.add_argument("--max-upload", type=_bytes, default=env("AGENT_MAX_UPLOAD", "2G"),
+                   help="largest file a PUT /files/… may write, e.g. 512M (AGENT_MAX_UPLOAD, default 2G)")
     return p
 
 
@@ -124,10 +144,13 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
         parser.error("--bitrate must lie between --min-bitrate and --max-bitrate")
     if a.size[0] > a.max_size[0] or a.size[1] > a.max_size[1]:
         parser.error(f"--size {a.size[0]}x{a.size[1]} exceeds --max-size {a.max_size[0]}x{a.max_size[1]}")
+    if a.home is not None and not os.path.isdir(a.home):
+        parser.error(f"--home {a.home!r} is not a directory")
     return AgentConfig(
         display=a.display, port=a.port, host=a.host, xvfb=a.xvfb, width=a.size[0], height=a.size[1],
         max_width=a.max_size[0], max_height=a.max_size[1], launch=a.launch or None, token=a.token,
         encoder=a.encoder, max_peers=a.max_peers, max_fps=a.max_fps, bitrate_kbps=a.bitrate,
         min_bitrate_kbps=a.min_bitrate, max_bitrate_kbps=a.max_bitrate, refresh_s=a.refresh,
-        ice_addresses=a.ice_addresses,
+        ice_addresses=a.ice_addresses, home=a.home or os.environ.get("HOME") or None,
+        max_upload=a.max_upload,
     )

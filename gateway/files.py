@@ -1,0 +1,131 @@
+"""`/api/sessions/{id}/files/{path}`: the files in a session's home, through to its agent.
+
+Owner only: `_owned` is the one place that decides who may use a session's files, and it admits
+the owner alone (shares, when they come, must not get here). The agent's token is added, as for
+WHEP. Bodies stream both ways and are never held whole: the request's body goes to the agent as
+it arrives, the agent's answer goes to the browser as it arrives. The path is passed on exactly
+as the browser encoded it (the agent parses and confines it); dot segments are refused here
+too, because an HTTP client normalizes them away and would otherwise send `files/../metrics` to
+the agent's `/metrics`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from urllib.parse import unquote
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from gateway.http import REGISTRY, json_error, user_of
+from gateway.logs import log_event
+from gateway.spawners.base import Phase, Route, Session
+
+log = logging.getLogger("gateway.files-proxy")
+
+HOME = "/api/sessions/{id}/files/"
+PATH = "/api/sessions/{id}/files/{path:.+}"
+PIECE = 1 << 20
+# Uploads may take minutes: no total limit, but an agent silent this long is gone.
+AGENT_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=5, sock_connect=5, sock_read=120)
+_FORWARDED = ("Content-Type", "Content-Length", "Range", "If-Range", "If-Match", "If-None-Match")
+_RETURNED = ("Content-Type", "ETag", "Last-Modified", "Content-Range", "Content-Disposition",
+             "Accept-Ranges", "Cache-Control")
+
+FILES_CLIENT = web.AppKey("files_client", aiohttp.ClientSession)
+
+
+def setup(app: web.Application) -> None:
+    """The routes, and a client for the agents of its own: bodies move in large reads."""
+    for path in (HOME, PATH):
+        app.router.add_get(path, proxy)  # and HEAD
+        app.router.add_put(path, proxy)
+        app.router.add_delete(path, proxy)
+    app.cleanup_ctx.append(_client)
+
+
+async def _client(app: web.Application) -> AsyncIterator[None]:
+    app[FILES_CLIENT] = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), auto_decompress=False, read_bufsize=PIECE)
+    yield
+    await app[FILES_CLIENT].close()
+
+
+def _owned(request: web.Request) -> Session | None:
+    """The session if the caller owns it; anybody else (another user, a share) gets None: 404."""
+    return request.app[REGISTRY].get(user_of(request), request.match_info["id"])
+
+
+def _route(request: web.Request, session: Session) -> Route | web.Response:
+    route = request.app[REGISTRY].route(session)
+    if route is not None:
+        return route
+    if session.phase is Phase.PENDING:
+        return json_error(503, "the session is still starting", {"Retry-After": "1"})
+    return json_error(409, f"the session is {session.phase.value}"
+                           + (f": {session.message}" if session.message else ""))
+
+
+def _raw_path(request: web.Request) -> str:
+    """What follows `/files/` in the URL, still percent-encoded."""
+    return request.raw_path.split("?", 1)[0].split("#", 1)[0].split("/", 5)[5]
+
+
+async def proxy(request: web.Request) -> web.StreamResponse:
+    session = _owned(request)
+    if session is None:
+        return json_error(404, "no such session")
+    raw = _raw_path(request)
+    if any(unquote(segment) in (".", "..") for segment in raw.split("/")):
+        return json_error(400, "'.' and '..' are not allowed in the path")
+    route = _route(request, session)
+    if isinstance(route, web.Response):
+        return route
+    query = "?download=1" if request.query.get("download") == "1" else ""
+    url = URL(f"{route.url}/files/{raw}{query}", encoded=True)  # exactly as the browser sent it
+    headers = {"Authorization": f"Bearer {route.token}",
+               **{h: request.headers[h] for h in _FORWARDED if h in request.headers}}
+    body = request.content if request.method == "PUT" else None
+    try:
+        async with request.app[FILES_CLIENT].request(
+                request.method, url, data=body, headers=headers, timeout=AGENT_TIMEOUT,
+                allow_redirects=False) as upstream:
+            if upstream.status == 401:  # the gateway's own credentials were refused
+                log_event(log, "agent_refused_token", level=logging.ERROR, session_id=session.id)
+                return json_error(502, "the session's agent refused the gateway")
+            return await _relay(request, upstream)
+    except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionResetError) as exc:
+        transport = request.transport
+        if transport is None or transport.is_closing():  # the browser went away (a cut upload)
+            log_event(log, "files_client_gone", session_id=session.id, user_id=session.user,
+                      method=request.method)
+            return web.Response(status=400)
+        log_event(log, "agent_unreachable", level=logging.WARNING, session_id=session.id,
+                  user_id=session.user, error=repr(exc))
+        return json_error(502, "the session's agent did not answer")
+
+
+async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    out = CIMultiDict((k, v) for k, v in upstream.headers.items() if k in _RETURNED)
+    response = web.StreamResponse(status=upstream.status, headers=out)
+    if upstream.content_length is not None:
+        response.content_length = upstream.content_length
+    await response.prepare(request)
+    if request.method != "HEAD":
+        try:
+            while chunk := await upstream.content.read(PIECE):
+                await response.write(chunk)
+        except ConnectionResetError:  # the browser went away mid-download
+            return response
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            # The agent went away mid-download: the browser must see a cut, not a short file.
+            log_event(log, "agent_lost_mid_download", level=logging.WARNING, error=repr(exc),
+                      session_id=request.match_info["id"])
+            if request.transport is not None:
+                request.transport.close()
+            return response
+    await response.write_eof()
+    return response
