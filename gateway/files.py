@@ -32,8 +32,9 @@ PIECE = 1 << 20
 # Uploads may take minutes: no total limit, but an agent silent this long is gone.
 AGENT_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=5, sock_connect=5, sock_read=120)
 _FORWARDED = ("Content-Type", "Content-Length", "Range", "If-Range", "If-Match", "If-None-Match")
-_RETURNED = ("Content-Type", "ETag", "Last-Modified", "Content-Range", "Content-Disposition",
-             "Accept-Ranges", "Cache-Control")
+_RETURNED = frozenset(h.lower() for h in (
+    "Content-Type", "ETag", "Last-Modified", "Content-Range", "Content-Disposition", "Accept-Ranges",
+    "Cache-Control"))
 
 FILES_CLIENT = web.AppKey("files_client", aiohttp.ClientSession)
 
@@ -101,7 +102,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         transport = request.transport
         if transport is None or transport.is_closing():  # the browser went away (a cut upload)
             log_event(log, "files_client_gone", session_id=session.id, user_id=session.user,
-                      method=request.method)
+                      method=request.method, error=repr(exc))
             return web.Response(status=400)
         log_event(log, "agent_unreachable", level=logging.WARNING, session_id=session.id,
                   user_id=session.user, error=repr(exc))
@@ -109,7 +110,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
 
 
 async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
-    out = CIMultiDict((k, v) for k, v in upstream.headers.items() if k in _RETURNED)
+    out = CIMultiDict((k, v) for k, v in upstream.headers.items() if k.lower() in _RETURNED)
     response = web.StreamResponse(status=upstream.status, headers=out)
     if upstream.content_length is not None:
         response.content_length = upstream.content_length
