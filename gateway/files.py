@@ -89,7 +89,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     url = URL(f"{route.url}/files/{raw}{query}", encoded=True)  # exactly as the browser sent it
     headers = {"Authorization": f"Bearer {route.token}",
                **{h: request.headers[h] for h in _FORWARDED if h in request.headers}}
-    body = request.content if request.method == "PUT" else None
+    body = _chunks(request.content) if request.method == "PUT" else None
     try:
         async with request.app[FILES_CLIENT].request(
                 request.method, url, data=body, headers=headers, timeout=AGENT_TIMEOUT,
@@ -109,6 +109,16 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         return json_error(502, "the session's agent did not answer")
 
 
+async def _chunks(stream: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """A body as the socket delivered it: each chunk as it is, never joined (no copy)."""
+    while True:
+        chunk, end_of_http_chunk = await stream.readchunk()
+        if chunk:
+            yield chunk
+        elif not end_of_http_chunk:
+            return
+
+
 async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
     out = CIMultiDict((k, v) for k, v in upstream.headers.items() if k.lower() in _RETURNED)
     response = web.StreamResponse(status=upstream.status, headers=out)
@@ -117,7 +127,7 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.
     await response.prepare(request)
     if request.method != "HEAD":
         try:
-            while chunk := await upstream.content.read(PIECE):
+            async for chunk in _chunks(upstream.content):
                 await response.write(chunk)
         except ConnectionResetError:  # the browser went away mid-download
             return response

@@ -248,5 +248,6 @@ def create_app(config: AgentConfig, encoder: EncoderKind, *, channel_factory=Non
     app.router.add_options("/whep/{peer}", whep_options)
     # The user's files (SPEC "Files in the session's home"), with the same token as WHEP.
     files.add_routes(app, config.home, config.max_upload,
-                     guard=lambda request: None if _authorized(request) else _unauthorized())
+                     guard=lambda request: None if _authorized(request) else _unauthorized(),
+                     streaming=lambda: bool(app[PEERS].peers))
     return app

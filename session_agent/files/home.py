@@ -9,14 +9,16 @@ Rules beyond the path checks (`paths.py`) and the resolver (`resolve.py`):
 - A symlink is listed as `link`. Reading goes through it only while it stays beneath the home
   (openat2); an upload never replaces or writes through one (403), a DELETE removes the link,
   never what it points to.
-- Uploads go to an O_TMPFILE in the target's folder (no name at all until complete), linked
-  into place through /proc/self/fd and renamed over the target: a cut, a full disk or a refused
-  condition leaves nothing. Without O_TMPFILE the temporary file is a hidden `.gsp-upload-…`
+- Uploads go to an O_TMPFILE in the target's folder (no name at all until complete), written
+  back while it arrives and fsynced when complete, then linked into place through
+  /proc/self/fd and renamed over the target: a cut, a full disk, a refused condition or a
+  crash leaves nothing (or the old file). Without O_TMPFILE the temporary file is a hidden `.gsp-upload-…`
   name, never listed and swept when stale. Folders an upload created are removed again if it fails.
 - Other kinds of files (sockets, FIFOs, devices) are not listed and not served.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import secrets
@@ -31,6 +33,15 @@ from .resolve import Escape, Resolver
 
 STALE_UPLOAD_S = 3600  # a hidden temporary file untouched this long belongs to no live upload
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+SYNC_FILE_RANGE_WRITE = 2
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing these bytes to the disk now (it does not wait): the
+    fsync at the end then has little left to do, and an upload does not pile up dirty pages."""
+    _libc.sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)  # best effort: errors ignored
 
 
 class FileError(Exception):
@@ -307,6 +318,20 @@ class Home:
             os.close(folder)
 
 
+def _sync_folder(folder: int) -> None:
+    """The new name on the disk too (an O_PATH descriptor cannot be fsynced)."""
+    try:
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=folder)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # the file is in place; the folder's entry follows with the next writeback
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class Upload:
     """One PUT in progress: `write` the body, then `commit`, or `abort` (always safe to call)."""
@@ -321,16 +346,21 @@ class Upload:
     size: int = 0
     done: bool = field(default=False)
 
-    def write(self, data: bytes) -> None:
-        view = memoryview(data)
+    def write(self, pieces: list[bytes]) -> None:
+        """Appends the pieces in order (one writev, the rest piecewise if it falls short)."""
         try:
-            while view:
-                view = view[os.write(self.fd, view):]
+            done = os.writev(self.fd, pieces) if pieces else 0
+            total = sum(len(p) for p in pieces)
+            if done < total:
+                rest = memoryview(b"".join(pieces))[done:]
+                while rest:
+                    rest = rest[os.write(self.fd, rest):]
         except OSError as exc:
             if exc.errno in _FULL:
                 raise FileError(507, "the disk is full: the upload was discarded") from None
             raise _refusal(exc, self.path) from None
-        self.size += len(data)
+        _start_writeback(self.fd, self.size, total)
+        self.size += total
 
     def commit(self, if_match: str | None = None, if_none_match: str | None = None) -> tuple[bool, os.stat_result]:
         """Puts the file in place: (created, its stat). Conditions are checked again here, as
@@ -343,6 +373,9 @@ class Upload:
                 raise FileError(412, f"{path.text}: the condition (If-Match/If-None-Match) is not met")
             if self.mode is not None:
                 os.fchmod(self.fd, self.mode)
+            # On the disk before it gets its name: after a crash the name holds the old file or
+            # the whole new one. (A full disk may also only show here, with delayed allocation.)
+            os.fsync(self.fd)
             exclusive = current is None and if_none_match is not None
             if self.temp is None:
                 source, source_dir = f"/proc/self/fd/{self.fd}", None
@@ -397,6 +430,7 @@ class Upload:
 
     def _finish(self, created: bool) -> tuple[bool, os.stat_result]:
         st = os.fstat(self.fd)
+        _sync_folder(self.folder)
         self.done = True
         self.created.clear()  # they hold the file now
         self._release()

@@ -27,16 +27,22 @@ from .paths import FilePath, PathError, parse
 log = logging.getLogger(__name__)
 
 PIECE = 1 << 20  # bytes handed to a writer thread at once
+MAX_PIECES = 512  # and at most this many buffers (writev takes up to IOV_MAX = 1024)
 WORKERS = 4
 THREAD_NICE = 10  # below the encoder: a big upload must not cost the stream frames
+# While somebody watches the session, uploads are paced to this (800 Mbit/s: more than most
+# links to a browser carry), so that on a small machine they leave the encoder its CPU.
+RATE_WHILE_STREAMING = 100 << 20  # bytes per second
 T = TypeVar("T")
 
 
 class Files:
     """The agent's files service: the home (or why there is none) and its worker threads."""
 
-    def __init__(self, home: str | None, max_upload: int, resolver: str = "auto") -> None:
+    def __init__(self, home: str | None, max_upload: int, resolver: str = "auto",
+                 streaming: Callable[[], bool] = lambda: False) -> None:
         self.max_upload = max_upload
+        self.streaming = streaming
         self.home: Home | None = None
         self.problem: str | None = None
         try:
@@ -89,9 +95,10 @@ Guard = Callable[[web.Request], "web.Response | None"]
 
 
 def add_routes(app: web.Application, home: str | None, max_upload: int, guard: Guard,
-               resolver: str = "auto") -> None:
-    """The routes on `app`; `guard` answers a request that may not use them (no token)."""
-    files = Files(home, max_upload, resolver)
+               streaming: Callable[[], bool] = lambda: False, resolver: str = "auto") -> None:
+    """The routes on `app`; `guard` answers a request that may not use them (no token);
+    `streaming` says whether viewers are watching (uploads are paced meanwhile)."""
+    files = Files(home, max_upload, resolver, streaming)
     app[FILES] = files
 
     async def cleanup(app: web.Application):
@@ -213,24 +220,29 @@ async def _put(request: web.Request, files: Files, home: Home, path: FilePath) -
 
 
 async def _receive(request: web.Request, files: Files, upload: Upload) -> None:
-    """Streams the body into the upload: one piece is written while the next is read."""
+    """Streams the body into the upload: the chunks the socket delivered go to a writer thread in
+    one writev() (no copy on the way), and the next ones are read while it writes."""
     writing: asyncio.Future[None] | None = None
     pieces: list[bytes] = []
     buffered = received = 0
+    pace = _Pace(files.streaming)
     try:
         while True:
-            chunk = await request.content.readany()
+            chunk, end_of_http_chunk = await request.content.readchunk()
             if chunk:
+                await pace.took(len(chunk))
                 received += len(chunk)
                 if received > files.max_upload:
                     raise FileError(413, f"the upload is larger than this session's limit of "
                                          f"{files.max_upload} bytes")
                 pieces.append(chunk)
                 buffered += len(chunk)
-            if buffered >= PIECE or (not chunk and buffered):
+            elif end_of_http_chunk:
+                continue  # a chunk boundary of a chunked body, not its end
+            if buffered >= PIECE or len(pieces) >= MAX_PIECES or (not chunk and buffered):
                 if writing is not None:
                     await writing
-                writing = asyncio.ensure_future(files.run(upload.write, b"".join(pieces)))
+                writing = asyncio.ensure_future(files.run(upload.write, pieces))
                 pieces, buffered = [], 0
             if not chunk:
                 break
@@ -242,6 +254,28 @@ async def _receive(request: web.Request, files: Files, upload: Upload) -> None:
             await asyncio.shield(asyncio.wait([writing]))
         if writing is not None and writing.done() and not writing.cancelled():
             writing.exception()  # retrieved: a second failure does not warn as unhandled
+
+
+class _Pace:
+    """Holds an upload to RATE_WHILE_STREAMING while `streaming()`; while it waits the socket is
+    not read, so TCP slows the sender (and the gateway) down too."""
+
+    def __init__(self, streaming: Callable[[], bool]) -> None:
+        self.streaming = streaming
+        self.start = 0.0
+        self.bytes = 0
+
+    async def took(self, size: int) -> None:
+        now = asyncio.get_running_loop().time()
+        if not self.streaming():
+            self.bytes = 0
+            return
+        if not self.bytes:
+            self.start = now
+        self.bytes += size
+        ahead = self.bytes / RATE_WHILE_STREAMING - (now - self.start)
+        if ahead > 0.002:
+            await asyncio.sleep(ahead)
 
 
 async def _discard(request: web.Request, limit: int) -> None:

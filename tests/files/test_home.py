@@ -32,7 +32,7 @@ def home(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Home]:
 def put(home: Home, raw: str, data: bytes, **conditions: str) -> bool:
     upload = home.begin_upload(parse(raw), conditions.get("if_match"), conditions.get("if_none_match"))
     try:
-        upload.write(data)
+        upload.write([data])
         return upload.commit(conditions.get("if_match"), conditions.get("if_none_match"))[0]
     finally:
         upload.abort()
