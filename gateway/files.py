@@ -11,15 +11,19 @@ the agent's `/metrics`.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import logging
+import os
 from collections.abc import AsyncIterator
-from urllib.parse import unquote
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote, unquote
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from gateway import splice
 from gateway.http import REGISTRY, json_error, user_of
 from gateway.logs import log_event
 from gateway.spawners.base import Phase, Route, Session
@@ -37,6 +41,28 @@ _RETURNED = frozenset(h.lower() for h in (
     "Cache-Control"))
 
 FILES_CLIENT = web.AppKey("files_client", aiohttp.ClientSession)
+# Bodies of at least this size on plain TCP move in the kernel (gateway/splice.py), one thread
+# each, at most RELAY_THREADS at once (more go the streaming way).
+SPLICE_MIN = 1 << 20
+RELAY_THREADS = 32
+SPLICE_TIMEOUT_S = 120.0
+_ASCII = "".join(map(chr, range(0x21, 0x7F)))
+
+
+class _Relays:
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(RELAY_THREADS, thread_name_prefix="files-relay")
+        self.active = 0
+
+    async def run(self, fn, *args):  # type: ignore[no-untyped-def]
+        self.active += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+        finally:
+            self.active -= 1
+
+
+RELAYS = web.AppKey("files_relays", _Relays)
 
 
 def setup(app: web.Application) -> None:
@@ -51,8 +77,10 @@ def setup(app: web.Application) -> None:
 async def _client(app: web.Application) -> AsyncIterator[None]:
     app[FILES_CLIENT] = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0), auto_decompress=False, read_bufsize=PIECE)
+    app[RELAYS] = _Relays()
     yield
     await app[FILES_CLIENT].close()
+    app[RELAYS].pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _owned(request: web.Request) -> Session | None:
@@ -89,6 +117,13 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     url = URL(f"{route.url}/files/{raw}{query}", encoded=True)  # exactly as the browser sent it
     headers = {"Authorization": f"Bearer {route.token}",
                **{h: request.headers[h] for h in _FORWARDED if h in request.headers}}
+    browser = _plain_socket(request)
+    if browser is not None and url.scheme == "http" and request.app[RELAYS].active < RELAY_THREADS:
+        agent = (url.host or "", url.port or 80, quote(f"/files/{raw}", safe=_ASCII) + query)
+        if request.method == "PUT" and (request.content_length or 0) >= SPLICE_MIN:
+            return await _spliced_upload(request, session, agent, headers, browser)
+        if request.method == "GET":
+            return await _spliced_download(request, session, agent, headers, browser)
     body = _chunks(request.content) if request.method == "PUT" else None
     try:
         async with request.app[FILES_CLIENT].request(
@@ -111,7 +146,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
 
 async def _chunks(stream: aiohttp.StreamReader) -> AsyncIterator[bytes]:
     """A body as the socket delivered it: each chunk as it is, never joined (no copy)."""
-    while True:
+    while not stream.at_eof():  # an empty body's reader answers "end of chunk" for ever
         chunk, end_of_http_chunk = await stream.readchunk()
         if chunk:
             yield chunk
@@ -138,5 +173,101 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.
             if request.transport is not None:
                 request.transport.close()
             return response
+    await response.write_eof()
+    return response
+
+
+# -- large bodies in the kernel (gateway/splice.py) ------------------------------------------
+
+def _plain_socket(request: web.Request) -> int | None:
+    """The browser connection's socket descriptor when it is plain TCP (not TLS), else None."""
+    transport = request.transport
+    if transport is None or transport.get_extra_info("sslcontext") is not None:
+        return None
+    sock = transport.get_extra_info("socket")
+    return sock.fileno() if sock is not None and sock.fileno() >= 0 else None
+
+
+def _returned(headers: list[tuple[str, str]]) -> CIMultiDict[str]:
+    return CIMultiDict((k, v) for k, v in headers if k.lower() in _RETURNED)
+
+
+def _agent_failed(session: Session, exc: BaseException) -> web.Response:
+    log_event(log, "agent_unreachable", level=logging.WARNING, session_id=session.id,
+              user_id=session.user, error=repr(exc))
+    return json_error(502, "the session's agent did not answer")
+
+
+async def _spliced_upload(request: web.Request, session: Session, agent: tuple[str, int, str],
+                          headers: dict[str, str], browser: int) -> web.StreamResponse:
+    """The body goes from the browser's socket to the agent's in the kernel. aiohttp stops
+    reading the connection first; what it had already read goes ahead of the rest. The
+    connection closes after the answer (aiohttp's parser has not seen the body)."""
+    head = request.content.read_nowait() if not request.content.is_eof() else b""
+    request.protocol.pause_reading()
+    remaining = (request.content_length or 0) - request.content.total_bytes
+    client = os.dup(browser)  # ours: the transport closing its own cannot make it another socket
+    try:
+        status, agent_headers, body = await request.app[RELAYS].run(
+            splice.upload, *agent[:2], agent[2], headers, head, client, remaining, SPLICE_TIMEOUT_S)
+    except splice.SenderGone:
+        log_event(log, "files_client_gone", session_id=session.id, user_id=session.user,
+                  method="PUT")
+        return web.Response(status=400)
+    except (OSError, http.client.HTTPException) as exc:
+        return _agent_failed(session, exc)
+    finally:
+        os.close(client)
+        request.content.feed_eof()  # nothing more to read for aiohttp: no lingering either
+    if status == 401:
+        log_event(log, "agent_refused_token", level=logging.ERROR, session_id=session.id)
+        return json_error(502, "the session's agent refused the gateway")
+    response = web.Response(status=status, body=body, headers=_returned(agent_headers))
+    response.force_close()
+    return response
+
+
+async def _spliced_download(request: web.Request, session: Session, agent: tuple[str, int, str],
+                            headers: dict[str, str], browser: int) -> web.StreamResponse:
+    """The agent's head is read and passed on; a large body then goes from the agent's socket
+    to the browser's in the kernel (a small one, a listing or an error, is simply relayed)."""
+    relays = request.app[RELAYS]
+    try:
+        download = await relays.run(splice.Download, *agent, headers, SPLICE_TIMEOUT_S)
+    except (OSError, http.client.HTTPException) as exc:
+        return _agent_failed(session, exc)
+    if download.status == 401:
+        download.close()
+        log_event(log, "agent_refused_token", level=logging.ERROR, session_id=session.id)
+        return json_error(502, "the session's agent refused the gateway")
+    if download.status not in (200, 206) or download.length is None or download.length < SPLICE_MIN:
+        try:
+            body = await relays.run(download.read)
+        except (OSError, http.client.HTTPException) as exc:
+            return _agent_failed(session, exc)
+        return web.Response(status=download.status, body=body, headers=_returned(download.headers))
+    response = web.StreamResponse(status=download.status, headers=_returned(download.headers))
+    response.content_length = download.length
+    transport = request.transport
+    client = os.dup(browser)
+    try:
+        await response.prepare(request)
+        first = await relays.run(download.buffered)
+        if first:
+            await response.write(first)
+        while transport is not None and transport.get_write_buffer_size():
+            await asyncio.sleep(0.001)  # aiohttp's bytes out first: the kernel's come after them
+        await relays.run(download.rest, client, download.length - len(first))
+    except (splice.ReceiverGone, ConnectionResetError):
+        return response  # the browser went away
+    except (OSError, http.client.HTTPException) as exc:
+        log_event(log, "agent_lost_mid_download", level=logging.WARNING, error=repr(exc),
+                  session_id=session.id)
+        if transport is not None:
+            transport.close()  # the browser must see a cut, not a short file
+        return response
+    finally:
+        os.close(client)
+        download.close()
     await response.write_eof()
     return response

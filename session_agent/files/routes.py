@@ -237,7 +237,7 @@ async def _receive(request: web.Request, files: Files, upload: Upload) -> None:
                                          f"{files.max_upload} bytes")
                 pieces.append(chunk)
                 buffered += len(chunk)
-            elif end_of_http_chunk:
+            elif end_of_http_chunk and not request.content.at_eof():
                 continue  # a chunk boundary of a chunked body, not its end
             if buffered >= PIECE or len(pieces) >= MAX_PIECES or (not chunk and buffered):
                 if writing is not None:

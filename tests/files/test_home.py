@@ -98,7 +98,7 @@ def test_links_out_of_the_home_are_refused(home: Home) -> None:
 def test_a_folder_moved_out_of_the_home_mid_upload_gets_nothing(home: Home) -> None:
     root, outside = Path(home.path), Path(home.path).parent / "outside"
     upload = home.begin_upload(parse("Uploads/photo.png"))
-    upload.write(b"data")
+    upload.write([b"data"])
     os.rename(root / "Uploads", outside / "moved")  # the application moves it away meanwhile
     with pytest.raises(FileError) as err:
         upload.commit()
@@ -115,7 +115,7 @@ def test_without_o_tmpfile_the_temporary_name_is_hidden_and_swept(home: Home) ->
     old = time.time() - 7200
     os.utime(stale, (old, old))
     upload = home.begin_upload(parse("Uploads/photo.png"))
-    upload.write(b"half")
+    upload.write([b"half"])
     names = os.listdir(root / "Uploads")
     assert len(names) == 1 and names[0].startswith(UPLOAD_PREFIX)  # stale one swept, ours there
     assert read(home, "Uploads")["entries"] == []  # never listed
@@ -134,7 +134,7 @@ def test_a_failed_upload_removes_the_folders_it_made(home: Home) -> None:
     root = Path(home.path)
     (root / "Keep").mkdir()
     upload = home.begin_upload(parse("Keep/New/Deeper/f.bin"))
-    upload.write(b"x")
+    upload.write([b"x"])
     upload.abort()
     assert os.listdir(root) == ["Keep"] and os.listdir(root / "Keep") == []
 
