@@ -27,9 +27,10 @@ class ReceiverGone(ConnectionError):
     """The side the body goes to closed or reset its connection (it may have answered early)."""
 
 
-def move(src: int, dst: int, count: int, timeout: float) -> None:
+def move(src: int, dst: int, count: int, timeout: float, answer: bool = False) -> None:
     """Moves exactly `count` bytes from socket `src` to socket `dst` (both non-blocking).
-    Raises SenderGone, ReceiverGone, or TimeoutError when neither side moves for `timeout` s."""
+    Raises SenderGone, ReceiverGone (also, with `answer`, when `dst` answers before the end:
+    an agent refusing an upload), or TimeoutError when nothing moves for `timeout` s."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
     try:
         try:
@@ -59,24 +60,35 @@ def move(src: int, dst: int, count: int, timeout: float) -> None:
                     pass
                 except OSError as exc:
                     raise ReceiverGone(exc.errno, exc.strerror) from None
-            if not moved:
-                _wait(poller, src if count and in_pipe < PIPE_SIZE else None,
-                      dst if in_pipe else None, timeout)
+            if not moved and _wait(poller, src if count and in_pipe < PIPE_SIZE else None,
+                                   dst if in_pipe else None, dst if answer else None, timeout):
+                raise ReceiverGone("the receiver answered before the end of the body")
     finally:
         os.close(read_end)
         os.close(write_end)
 
 
-def _wait(poller: select.poll, readable: int | None, writable: int | None, timeout: float) -> None:
-    for fd in {readable, writable} - {None}:
-        poller.register(fd, (select.POLLIN if fd == readable else 0)
-                        | (select.POLLOUT if fd == writable else 0))
+def _wait(poller: select.poll, readable: int | None, writable: int | None, answering: int | None,
+          timeout: float) -> bool:
+    """Until `readable` can be read or `writable` written; True if `answering` spoke first."""
+    masks: dict[int, int] = {}
+    if readable is not None:
+        masks[readable] = masks.get(readable, 0) | select.POLLIN
+    if writable is not None:
+        masks[writable] = masks.get(writable, 0) | select.POLLOUT
+    if answering is not None:
+        masks[answering] = masks.get(answering, 0) | select.POLLIN
+    for fd, mask in masks.items():
+        poller.register(fd, mask)
     try:
-        if not poller.poll(timeout * 1000):
-            raise TimeoutError(f"no data moved for {timeout:g} s")
+        events = poller.poll(timeout * 1000)
     finally:
-        for fd in {readable, writable} - {None}:
+        for fd in masks:
             poller.unregister(fd)
+    if not events:
+        raise TimeoutError(f"no data moved for {timeout:g} s")
+    return any(fd == answering and event & (select.POLLIN | select.POLLHUP | select.POLLERR)
+               for fd, event in events)
 
 
 def upload(host: str, port: int, target: str, headers: dict[str, str], head: bytes, client: int,
@@ -93,7 +105,7 @@ def upload(host: str, port: int, target: str, headers: dict[str, str], head: byt
         try:
             if head:
                 conn.sock.sendall(head)
-            move(client, conn.sock.fileno(), remaining, timeout)
+            move(client, conn.sock.fileno(), remaining, timeout, answer=True)
         except (ReceiverGone, BrokenPipeError, ConnectionResetError):
             pass  # the agent stopped reading: its answer (413, 507, …) says why
         response = conn.getresponse()

@@ -181,6 +181,17 @@ async def test_the_spec_headers_pass_through(gateway: Gateway) -> None:
             assert r.status == 400 and "%2F" in (await r.json())["error"]
 
 
+async def test_a_declared_size_over_the_limit_is_refused_before_the_body(gateway: Gateway) -> None:
+    """The agent's 413 comes back through the gateway while the client has sent no body."""
+    sid = await gateway.session("alice")
+    reply = await raw_request(
+        gateway.client.server.port,
+        f"PUT /api/sessions/{sid}/files/huge.iso HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {make_jwt('alice')}\r\nContent-Length: {3 << 30}", timeout=60)
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:300]
+    assert not (gateway.home_of("alice") / "huge.iso").exists()
+
+
 async def test_dot_segments_never_reach_another_agent_endpoint(gateway: Gateway) -> None:
     """An HTTP client would normalize `files/../metrics` to the agent's /metrics: refused first."""
     sid = await gateway.session("alice")

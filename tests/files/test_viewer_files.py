@@ -59,7 +59,7 @@ def entry(name: str) -> str:
 
 async def test_drop_browse_download_and_delete(gateway: Gateway, browser: Browser) -> None:
     page, sid, home = await viewer(gateway, browser, "alice")
-    photo, notes = os.urandom(300_000), "a note ✓".encode()
+    photo, notes = os.urandom(3_000_000), "a note ✓".encode()  # large enough to move by splice
     # Dropped anywhere (here: on the video), into ~/Uploads, made on demand.
     await drop(page, "#screen", {"holiday photo.png": photo, "notes.txt": notes})
     assert not await page.locator("#files").is_hidden()  # the panel opened to show progress
