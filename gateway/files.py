@@ -136,9 +136,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionResetError) as exc:
         transport = request.transport
         if transport is None or transport.is_closing():  # the browser went away (a cut upload)
-            log_event(log, "files_client_gone", session_id=session.id, user_id=session.user,
-                      method=request.method, error=repr(exc))
-            return web.Response(status=400)
+            return _client_gone(session, request.method)
         log_event(log, "agent_unreachable", level=logging.WARNING, session_id=session.id,
                   user_id=session.user, error=repr(exc))
         return json_error(502, "the session's agent did not answer")
@@ -192,6 +190,12 @@ def _returned(headers: list[tuple[str, str]]) -> CIMultiDict[str]:
     return CIMultiDict((k, v) for k, v in headers if k.lower() in _RETURNED)
 
 
+def _client_gone(session: Session, method: str) -> web.Response:
+    """The browser went away mid-upload; the agent saw the cut too and kept nothing."""
+    log_event(log, "files_client_gone", session_id=session.id, user_id=session.user, method=method)
+    return json_error(400, "the upload was cut off: nothing was kept")
+
+
 def _agent_failed(session: Session, exc: BaseException) -> web.Response:
     log_event(log, "agent_unreachable", level=logging.WARNING, session_id=session.id,
               user_id=session.user, error=repr(exc))
@@ -203,17 +207,23 @@ async def _spliced_upload(request: web.Request, session: Session, agent: tuple[s
     """The body goes from the browser's socket to the agent's in the kernel. aiohttp stops
     reading the connection first; what it had already read goes ahead of the rest. The
     connection closes after the answer (aiohttp's parser has not seen the body)."""
-    head = request.content.read_nowait() if not request.content.is_eof() else b""
+    head = bytearray()
+    try:
+        # Draining aiohttp's buffer may make it parse bytes it held back (its read pause):
+        # until nothing comes, then it stops reading, and the rest is in the socket.
+        while piece := request.content.read_nowait():
+            head += piece
+    except (ConnectionResetError, aiohttp.ClientPayloadError):
+        return _client_gone(session, "PUT")
     request.protocol.pause_reading()
     remaining = (request.content_length or 0) - request.content.total_bytes
     client = os.dup(browser)  # ours: the transport closing its own cannot make it another socket
     try:
         status, agent_headers, body = await request.app[RELAYS].run(
-            splice.upload, *agent[:2], agent[2], headers, head, client, remaining, SPLICE_TIMEOUT_S)
+            splice.upload, *agent[:2], agent[2], headers, bytes(head), client, remaining,
+            SPLICE_TIMEOUT_S)
     except splice.SenderGone:
-        log_event(log, "files_client_gone", session_id=session.id, user_id=session.user,
-                  method="PUT")
-        return web.Response(status=400)
+        return _client_gone(session, "PUT")
     except (OSError, http.client.HTTPException) as exc:
         return _agent_failed(session, exc)
     finally:
