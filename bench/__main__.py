@@ -87,6 +87,8 @@ SUITE = (
         Figure("route_lookup_1000_over_10", "route_lookup_1000_over_10", "ratio", 1.5,
                (("ns_at_10", "route_lookup_ns_at_10"), ("ns_at_1000", "route_lookup_ns_at_1000"))),
     )),
+    # Issue 13: files through the gateway next to a direct copy, and the stream during an upload.
+    Bench("files", "files", quick_args=("--quick",)),
     # Quick mode keeps the 10,000 cases the target asks for: about 30 s here.
     Bench("fuzz", "fuzz", figures=(
         Figure("cases", "cases", "cases", 10_000, (("seed", "seed"), ("seconds", "seconds")), lower_is_better=False),

@@ -77,6 +77,7 @@ async def serve(config: Config) -> int:
     try:
         await runner.setup()
     except SpawnerError as exc:
+        await runner.cleanup()  # what started before the spawner (the files proxy's client) ends
         print(f"gateway: the {config.spawner} spawner cannot start: {exc}", file=sys.stderr)
         return 1
     try:

@@ -55,6 +55,84 @@ _ROUTE_ERRORS = {
 }
 
 
+_FILE_PATH = {"name": "path", "in": "path", "required": True, "schema": {"type": "string"},
+              "description": "relative to the session's home, `/`-separated, each segment "
+                             "percent-encoded (a `%2F` inside a segment is a 400); a trailing "
+                             "`/` names a folder"}
+_FILE_ERRORS = {
+    "400": _error("a path with `..`, NUL, `%2F` in a segment, a leading `/` or a bad encoding"),
+    "401": _UNAUTHORIZED,
+    "403": _error("the path leads outside the home (a symlink), or names a file with other "
+                  "hard links, or a symlink an upload would replace"),
+    "404": _error("no such session (or not the caller's: only the owner has its files), or no "
+                  "such file or folder"),
+    "409": _error("the session is terminating or failed; or a file is where a folder must be, "
+                  "or the other way round"),
+    "502": _ROUTE_ERRORS["502"],
+    "503": _error("the session is still starting, or its agent has no home",
+                  **{"Retry-After": "RetryAfter"}),
+}
+_FILE_HEADERS = {h: {"$ref": f"#/components/headers/{r}"} for h, r in (
+    ("ETag", "ETag"), ("Last-Modified", "LastModified"), ("Accept-Ranges", "AcceptRanges"),
+    ("Content-Disposition", "ContentDisposition"))}
+
+
+def _header(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": False, "schema": {"type": "string"},
+            "description": description}
+
+
+def _files(home: bool) -> dict[str, Any]:
+    """`/api/sessions/{id}/files/` (the home) and `…/files/{path}` (SPEC "Files in the session's home")."""
+    listing = _json(_ref("Listing"), "a folder's entries")
+    item: dict[str, Any] = {"parameters": [_ID] if home else [_ID, _FILE_PATH]}
+    if home:
+        item["get"] = {"summary": "list the home", "responses": {"200": listing, **_FILE_ERRORS}}
+        item["put"] = {"summary": "the home exists: 200", "responses": {
+            "200": _json(_ref("Written"), "the home is there"), **_FILE_ERRORS}}
+        item["delete"] = {"summary": "refused: the home itself cannot be deleted",
+                          "responses": _FILE_ERRORS}
+        return item
+    item["get"] = {
+        "summary": "a file's bytes (streamed), or a folder's listing",
+        "parameters": [
+            {"name": "download", "in": "query", "required": False, "schema": {"enum": ["1"]},
+             "description": "`1`: with `Content-Disposition: attachment`"},
+            _header("Range", "one `bytes=` range: 206"),
+            _header("If-Range", "the Range only while the file still has this ETag")],
+        "responses": {
+            "200": {"description": "the file (`Content-Type` by its extension), or a folder's "
+                                   "listing as JSON", "headers": _FILE_HEADERS,
+                    "content": {_JSON: {"schema": _ref("Listing")},
+                                "*/*": {"schema": {"type": "string", "format": "binary"}}}},
+            "206": {"description": "the requested range",
+                    "headers": {**_FILE_HEADERS,
+                                "Content-Range": {"$ref": "#/components/headers/ContentRange"}},
+                    "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+            "416": _error("the range starts past the end",
+                          **{"Content-Range": "ContentRange"}),
+            **_FILE_ERRORS}}
+    item["put"] = {
+        "summary": "write a file (streamed; complete or not at all), or make a folder "
+                   "(path ending in `/`, empty body)",
+        "parameters": [_header("If-Match", "write only over this ETag (`*`: over any file)"),
+                       _header("If-None-Match", "`*`: only if nothing is there yet")],
+        "requestBody": {"required": False, "content": {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        "responses": {
+            "200": _json(_ref("Written"), "replaced (or the folder was already there)",
+                         ETag="ETag"),
+            "201": _json(_ref("Written"), "created, with any missing folders", ETag="ETag"),
+            "412": _error("If-Match or If-None-Match does not hold; nothing was written"),
+            "413": _error("larger than the agent's --max-upload (a declared Content-Length "
+                          "is refused before the body is read)"),
+            "507": _error("the disk is full; nothing was kept"),
+            **_FILE_ERRORS}}
+    item["delete"] = {"summary": "delete a file, a link, or an empty folder", "responses": {
+        "204": {"description": "deleted"}, **_FILE_ERRORS}}
+    return item
+
+
 def _page(summary: str, extra: dict[str, Any]) -> dict[str, Any]:
     return {"summary": summary, "parameters": [_PAGE_TOKEN], "responses": {
         "200": _html("the page"),
@@ -75,8 +153,9 @@ def spec(config: Config) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "GIMP streaming platform gateway", "version": "1",
-                 "description": "Sessions, their progress events, and WHEP signalling to each "
-                                "session's agent. Errors are JSON `{\"error\": …}`."},
+                 "description": "Sessions, their progress events, WHEP signalling to each "
+                                "session's agent, and the files in each session's home. Errors "
+                                "are JSON `{\"error\": …}`."},
         "security": _security(config),
         "paths": {
             "/": {"get": _page("the launcher page", {})},
@@ -152,6 +231,8 @@ def spec(config: Config) -> dict[str, Any]:
                                                         "contentMediaType": _JSON,
                                                         "contentSchema": _ref("Session")}}}}}},
                     "401": _UNAUTHORIZED, "404": _NOT_YOURS}}},
+            "/api/sessions/{id}/files/": _files(home=True),
+            "/api/sessions/{id}/files/{path}": _files(home=False),
             "/streaming/{id}": {
                 "parameters": [_ID],
                 "get": {"summary": "to the viewer page", "responses": {
@@ -215,6 +296,11 @@ def spec(config: Config) -> dict[str, Any]:
                 "Allow": {"schema": {"type": "string"}},
                 "RetryAfter": {"schema": {"type": "string", "pattern": "^[0-9]+$"}},
                 "WWWAuthenticate": {"schema": {"type": "string"}},
+                "LastModified": {"schema": {"type": "string"}},
+                "AcceptRanges": {"schema": {"const": "bytes"}},
+                "ContentRange": {"schema": {"type": "string",
+                                            "pattern": "^bytes ([0-9]+-[0-9]+|\\*)/[0-9]+$"}},
+                "ContentDisposition": {"schema": {"type": "string", "pattern": "^attachment"}},
             },
             "schemas": {
                 "Error": {"type": "object", "required": ["error"],
@@ -259,6 +345,23 @@ def spec(config: Config) -> dict[str, Any]:
                                     "maximum": config.max_timeout,
                                     "description": "idle seconds (no viewer) before the "
                                                    "session ends"}}},
+                "Listing": {
+                    "type": "object", "required": ["path", "entries"],
+                    "properties": {
+                        "path": {"type": "string", "description": "\"\" for the home"},
+                        "entries": {"type": "array", "items": {
+                            "type": "object", "required": ["name", "type", "size", "modified"],
+                            "properties": {
+                                "name": {"type": "string", "minLength": 1},
+                                "type": {"enum": ["file", "dir", "link"]},
+                                "size": {"type": "integer", "minimum": 0,
+                                         "description": "0 for folders and links"},
+                                "modified": {"type": "string", "format": "date-time"}}}}}},
+                "Written": {
+                    "type": "object", "required": ["path", "type"],
+                    "properties": {"path": {"type": "string"}, "type": {"enum": ["file", "dir"]},
+                                   "size": {"type": "integer", "minimum": 0},
+                                   "modified": {"type": "string", "format": "date-time"}}},
                 "Quantity": {"description": "a Kubernetes quantity: \"2\", \"500m\", \"2Gi\"",
                              "anyOf": [{"type": "string", "maxLength": 16, "pattern": QUANTITY},
                                        {"type": "integer", "minimum": 0,

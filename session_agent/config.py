@@ -34,6 +34,8 @@ class AgentConfig:
     ice_addresses: tuple[str, ...] = ()  # local ones: gather there; others: announce (1:1 NAT)
     stun_server: tuple[str, int] | None = None  # learn the public address from it, in the background
     xauthority: str | None = None
+    home: str | None = None  # whose files /files/… serves
+    max_upload: int = 2 << 30
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -73,6 +75,20 @@ def _positive(kind: type = int):
             raise argparse.ArgumentTypeError(f"{text!r} must be positive")
         return value
     return parse
+
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def _bytes(text: str) -> int:
+    """A size in bytes: 2147483648, 512M, 2G, 2GiB (binary units)."""
+    m = re.fullmatch(r"(\d{1,15})\s*([kmgt]?)(i?b)?", text.strip().lower())
+    if not m or (m.group(3) and not m.group(2) and m.group(3) != "b"):
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: expected bytes or e.g. 512M, 2G")
+    value = int(m.group(1)) * _UNITS[m.group(2)]
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
 
 
 def _addresses(text: str) -> tuple[str, ...]:
@@ -156,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="host[:port] of a STUN server the agent asks for its public address (in the "
                         "background, never while answering) and then announces it; default none "
                         "(AGENT_STUN_SERVER)")
+    p.add_argument("--home", default=env("AGENT_HOME"),
+                   help="the user's home, served under /files/ (AGENT_HOME, default $HOME)")
+    p.add_argument("--max-upload", type=_bytes, default=env("AGENT_MAX_UPLOAD", "2G"),
+                   help="largest file a PUT /files/… may write, e.g. 512M (AGENT_MAX_UPLOAD, default 2G)")
     return p
 
 
@@ -177,6 +197,8 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
     size = a.size or (AgentConfig.width, AgentConfig.height)
     if size[0] > a.max_size[0] or size[1] > a.max_size[1]:
         parser.error(f"--size {size[0]}x{size[1]} exceeds --max-size {a.max_size[0]}x{a.max_size[1]}")
+    if a.home is not None and not os.path.isdir(a.home):
+        parser.error(f"--home {a.home!r} is not a directory")
     return AgentConfig(
         display=a.display, port=a.port, host=a.host, xvfb=a.xvfb, width=size[0], height=size[1],
         max_width=a.max_size[0], max_height=a.max_size[1], launch=a.launch or None,
@@ -184,4 +206,5 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
         encoder=a.encoder, max_peers=a.max_peers, max_fps=a.max_fps, bitrate_kbps=a.bitrate,
         min_bitrate_kbps=a.min_bitrate, max_bitrate_kbps=a.max_bitrate, refresh_s=a.refresh,
         ice_addresses=a.ice_addresses, stun_server=a.stun_server, xauthority=a.xauthority or None,
+        home=a.home or os.environ.get("HOME") or None, max_upload=a.max_upload,
     )

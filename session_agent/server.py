@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .config import AgentConfig
+from .files import routes as files
 from .input.session import InputSession
 from .media.bitrate import BitrateController
 from .media.encoder import EncoderKind
@@ -245,4 +246,8 @@ def create_app(config: AgentConfig, encoder: EncoderKind, *, channel_factory=Non
     app.router.add_delete("/whep/{peer}", whep_delete)
     app.router.add_patch("/whep/{peer}", whep_patch)
     app.router.add_options("/whep/{peer}", whep_options)
+    # The user's files (SPEC "Files in the session's home"), with the same token as WHEP.
+    files.add_routes(app, config.home, config.max_upload,
+                     guard=lambda request: None if _authorized(request) else _unauthorized(),
+                     streaming=lambda: bool(app[PEERS].peers))
     return app

@@ -1,6 +1,7 @@
 // The viewer: WHEP video, input, local cursor, stats, reconnect with backoff, clear endings.
 import { endSession, getSession } from './api.js';
 import { LocalCursor } from './cursor.js';
+import { FilesPanel } from './files.js';
 import { InputCapture } from './input.js';
 import { Notices } from './notices.js';
 import { StatsOverlay } from './stats.js';
@@ -39,6 +40,7 @@ const cursor = new LocalCursor(screen);
 const stats = new StatsOverlay($('stats'));
 const notices = new Notices($('notice'));
 input.attach();
+new FilesPanel(sessionId, $('files'), $('files-toggle'), $('drop-hint'));
 
 function setState(state, text) {
   document.body.dataset.state = state;

@@ -33,7 +33,9 @@ class Spec:
         """(template, operation) for a concrete request path (a query string is ignored)."""
         path = path.split("?", 1)[0]
         for template, item in self.document["paths"].items():
-            if re.fullmatch(_PARAM.sub("[^/]+", template), path) and method.lower() in item:
+            # A file's `{path}` spans segments; every other parameter is one segment.
+            pattern = _PARAM.sub("[^/]+", template.replace("{path}", "(.+)"))
+            if re.fullmatch(pattern, path) and method.lower() in item:
                 return template, item[method.lower()]
         raise AssertionError(f"{method} {path} is not in the OpenAPI description")
 
