@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.kube.objects import APPLICATIONS, Placement, PodSettings
+from gateway.kube.tokens import check_key
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class ControllerSettings:
     metrics_port: int = 8081
     metrics_host: str = "0.0.0.0"
     log_level: str = "info"
+    # -- control-loop settings (issue 9) --
+    agent_token_key: str = ""  # agent tokens are HMAC-SHA256(key, uid): gateway/kube/tokens.py
 
 
 def parse_warm_pool(text: str) -> dict[str, int]:
@@ -123,6 +126,10 @@ def load_settings(argv: Sequence[str] | None = None,
                    help="[CONTROLLER_IDENTITY] leader-election identity (default host-pid)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                    default=e("LOG_LEVEL", d.log_level), help="[CONTROLLER_LOG_LEVEL]")
+    # -- control-loop settings (issue 9) --
+    p.add_argument("--agent-token-key", default=e("AGENT_TOKEN_KEY", d.agent_token_key),
+                   help="[CONTROLLER_AGENT_TOKEN_KEY] the key agent tokens are derived from "
+                        "(the gateway's GATEWAY_AGENT_TOKEN_KEY); required")
     a = p.parse_args(argv)
     try:
         pod = replace(
@@ -138,7 +145,10 @@ def load_settings(argv: Sequence[str] | None = None,
             cloud_storage=a.cloud_storage, workers=int(a.workers),
             start_timeout=float(a.start_timeout),
             idle_check_interval=float(a.idle_check_interval),
-            metrics_port=int(a.metrics_port), identity=a.identity, log_level=a.log_level)
+            metrics_port=int(a.metrics_port), identity=a.identity, log_level=a.log_level,
+            agent_token_key=a.agent_token_key)
+        if a.agent_token_key:
+            check_key(a.agent_token_key)
     except ValueError as exc:
         p.error(str(exc))
     if not 0 < pod.agent_port < 65536 or settings.workers < 1 or settings.start_timeout <= 0 \

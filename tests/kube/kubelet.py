@@ -59,6 +59,11 @@ class FakeKubelet:
             self.stopped.append(meta["name"])
             self._spawn(self._stop(meta["namespace"], meta["name"]))
 
+    def pod_ip(self, name: str) -> str:
+        """The pod's IP: all pods share 127.0.0.1 (so one agent at a time per port);
+        tests/kube/podnet.py gives each its own loopback address."""
+        return "127.0.0.1"
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -80,7 +85,7 @@ class FakeKubelet:
         self.api.set_status("pods", ns, name, {"phase": "Pending", "conditions": [
             {"type": "PodScheduled", "status": "True"}]}, spec_patch={"nodeName": node})
         secret_names = [v["secret"]["secretName"] for v in pod["spec"].get("volumes", [])
-                        if "secret" in v]
+                        if "secret" in v and not v["secret"].get("optional")]
         while any(self.api.get("secrets", ns, s) is None for s in secret_names):
             await asyncio.sleep(0.02)
             if self.api.get("pods", ns, name) is None:
@@ -101,7 +106,7 @@ class FakeKubelet:
         if current is None or current["metadata"].get("deletionTimestamp"):
             return
         self.api.set_status("pods", ns, name, {
-            "phase": "Running", "podIP": "127.0.0.1", "hostIP": "127.0.0.1",
+            "phase": "Running", "podIP": self.pod_ip(name), "hostIP": "127.0.0.1",
             "startTime": now(),
             "conditions": [{"type": "PodScheduled", "status": "True"},
                            {"type": "Ready", "status": "True"}],
@@ -117,12 +122,12 @@ class FakeKubelet:
         token = base64.b64decode(self.api.get("secrets", ns, secret)["data"]["token"]).decode()
         proc = subprocess.Popen(
             [sys.executable, "-m", "session_agent", "--xvfb", "--display",
-             f":{free_display()}", "--host", "127.0.0.1", "--port", str(port),
+             f":{free_display()}", "--host", self.pod_ip(name), "--port", str(port),
              "--size", "640x480"],
             env={**os.environ, "AGENT_TOKEN": token}, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, start_new_session=True)
         self.processes[name] = proc
-        if not await wait_healthy(f"http://127.0.0.1:{port}", timeout=60, proc=proc):
+        if not await wait_healthy(f"http://{self.pod_ip(name)}:{port}", timeout=60, proc=proc):
             raise RuntimeError(f"agent exited: {proc.stderr.read().decode()[-2000:]}")
 
     async def _stop(self, ns: str, name: str) -> None:
