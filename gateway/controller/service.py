@@ -36,8 +36,10 @@ class Controller:
         """`sessions`: a Session cache to share (the gateway's); its owner starts and stops it."""
         self.kube, self.settings = kube, settings
         self._own_sessions = sessions is None
-        self.sessions = sessions or Informer(kube, SESSIONS)
-        self.pods = Informer(kube, PODS, label_selector=f"app={objects.SESSION_APP_LABEL}")
+        idle = settings.watch_idle_timeout
+        self.sessions = sessions or Informer(kube, SESSIONS, idle_timeout=idle)
+        self.pods = Informer(kube, PODS, label_selector=f"app={objects.SESSION_APP_LABEL}",
+                             idle_timeout=idle)
         self.recorder = Recorder(kube)
         key = check_key(settings.agent_token_key)
         self.warm_pool = (WarmPool(kube, self.pods, settings.warm_pool, settings.pod, key,

@@ -33,6 +33,7 @@ class ControllerSettings:
     log_level: str = "info"
     # -- control-loop settings (issue 9) --
     agent_token_key: str = ""  # agent tokens are HMAC-SHA256(key, uid): gateway/kube/tokens.py
+    watch_idle_timeout: float = 60.0  # a watch silent this long is stalled: resumed/relisted
 
 
 def parse_warm_pool(text: str) -> dict[str, int]:
@@ -130,6 +131,10 @@ def load_settings(argv: Sequence[str] | None = None,
     p.add_argument("--agent-token-key", default=e("AGENT_TOKEN_KEY", d.agent_token_key),
                    help="[CONTROLLER_AGENT_TOKEN_KEY] the key agent tokens are derived from "
                         "(the gateway's GATEWAY_AGENT_TOKEN_KEY); required")
+    p.add_argument("--watch-idle-timeout",
+                   default=e("WATCH_IDLE_TIMEOUT", d.watch_idle_timeout),
+                   help="[CONTROLLER_WATCH_IDLE_TIMEOUT] seconds a watch may stay silent (no "
+                        "event, no bookmark) before it counts as stalled and is reopened")
     a = p.parse_args(argv)
     try:
         pod = replace(
@@ -146,9 +151,12 @@ def load_settings(argv: Sequence[str] | None = None,
             start_timeout=float(a.start_timeout),
             idle_check_interval=float(a.idle_check_interval),
             metrics_port=int(a.metrics_port), identity=a.identity, log_level=a.log_level,
-            agent_token_key=a.agent_token_key)
+            agent_token_key=a.agent_token_key,
+            watch_idle_timeout=float(a.watch_idle_timeout))
         if a.agent_token_key:
             check_key(a.agent_token_key)
+        if settings.watch_idle_timeout <= 0:
+            raise ValueError("--watch-idle-timeout must be positive")
     except ValueError as exc:
         p.error(str(exc))
     if not 0 < pod.agent_port < 65536 or settings.workers < 1 or settings.start_timeout <= 0 \

@@ -79,7 +79,9 @@ class Informer:
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
                 failures += 1
                 log(logger, "watch_dropped", level=logging.WARNING,
-                    resource=self.resource.plural, error=repr(exc))
+                    resource=self.resource.plural, error=repr(exc), failures=failures)
+                if failures >= 2:
+                    version = ""  # resuming does not work (a stalling server): relist
                 await asyncio.sleep(min(self._max_backoff, 0.05 * 2 ** failures))
             except Exception:  # never die silently: the whole process depends on this view
                 failures += 1

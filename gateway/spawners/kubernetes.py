@@ -113,7 +113,8 @@ class KubernetesSpawner(Spawner):
             self.kube = Kube(await connect(), self.namespace, self.retry)
         except KubeError as exc:
             raise SpawnerError(str(exc)) from exc
-        self.sessions = Informer(self.kube, SESSIONS, SELECTOR)
+        self.sessions = Informer(self.kube, SESSIONS, SELECTOR,
+                                 idle_timeout=self.settings.watch_idle_timeout)
         self.sessions.add_handler(self._on_session)
         self.sessions.start()
         try:

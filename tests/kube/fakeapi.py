@@ -206,7 +206,8 @@ class Fault:
     method: str | None
     path_contains: str
     remaining: int
-    code: int = 500
+    code: int = 500  # 0: reset the connection instead of answering
+    retry_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,42 @@ class Unreliable:
         return fault, applied, slow
 
 
+@dataclass(eq=False)
+class Gate:
+    """Holds matching requests until released, one by one or all: races staged on purpose."""
+
+    method: str | None
+    path_contains: str
+    held: list[asyncio.Future] = field(default_factory=list)
+    passed: int = 0  # released, or arrived after `release()` opened it for good
+    open: bool = False
+
+    def matches(self, request: web.Request) -> bool:
+        return self.method in (None, request.method) and self.path_contains in request.path_qs
+
+    async def wait(self) -> None:
+        if self.open:
+            self.passed += 1
+            return
+        future = asyncio.get_running_loop().create_future()
+        self.held.append(future)
+        await future
+
+    def release(self, count: int | None = None) -> None:
+        """Let the first `count` held requests through (None: all, now and from now on)."""
+        if count is None:
+            self.open = True
+        for future in self.held[:len(self.held) if count is None else count]:
+            self.held.remove(future)
+            self.passed += 1
+            future.set_result(None)
+
+    async def arrivals(self, count: int) -> None:
+        """Until `count` requests have reached the gate (held or let through)."""
+        while len(self.held) + self.passed < count:
+            await asyncio.sleep(0.005)
+
+
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 ADMIN_TOKEN = "fake-token"  # the tests' own client: a cluster admin, like kubectl
 
@@ -266,6 +303,7 @@ class FakeKube:
             maxlen=history)
         self.watchers: set[Watcher] = set()
         self.faults: list[Fault] = []
+        self.gates: list[Gate] = []
         self.chaos = Unreliable()
         self.rng = random.Random(0)
         self.injected: list[tuple[str, str, str]] = []  # (method, path, fault), in order
@@ -300,6 +338,8 @@ class FakeKube:
         return self.url
 
     async def stop(self) -> None:
+        for gate in self.gates:
+            gate.release()
         self.drop_watches()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -319,8 +359,14 @@ class FakeKube:
 
     # ---- fault injection -------------------------------------------------------------------
     def fail_next(self, count: int, method: str | None = None, path_contains: str = "",
-                  code: int = 500) -> None:
-        self.faults.append(Fault(method, path_contains, count, code))
+                  code: int = 500, retry_after: int | None = None) -> None:
+        self.faults.append(Fault(method, path_contains, count, code, retry_after))
+
+    def hold(self, method: str | None = None, path_contains: str = "") -> Gate:
+        """Hold the matching requests at the door until the Gate releases them."""
+        gate = Gate(method, path_contains)
+        self.gates.append(gate)
+        return gate
 
     def unreliable(self, **settings: Any) -> Unreliable:
         """Misbehave from now on as `Unreliable(**settings)` says, with a fresh seeded draw
@@ -390,24 +436,38 @@ class FakeKube:
             self._authorize(request)
         except ApiError as err:
             return web.json_response(err.status(), status=err.code)
+        for gate in self.gates:
+            if gate.matches(request):
+                await gate.wait()
         for fault in self.faults:
             if fault.remaining > 0 and fault.method in (None, request.method) \
                     and fault.path_contains in request.path_qs:
                 fault.remaining -= 1
+                if fault.code == 0:
+                    return self._fault(request, "reset")
+                self.injected.append((request.method, request.path_qs, str(fault.code)))
                 err = ApiError(fault.code, "InternalError", "injected fault")
-                return web.json_response(err.status(), status=err.code)
+                headers = None if fault.retry_after is None else {
+                    "Retry-After": str(fault.retry_after)}
+                return web.json_response(err.status(), status=err.code, headers=headers)
         watch = request.query.get("watch") in GO_TRUE
         fault, applied, slow = self.chaos.draw(self.rng, request.method in MUTATING)
-        if slow and not watch:
+        slow = slow and not watch
+        if slow:  # the request arrives whole and is served; its answer is what comes late
             self.injected.append((request.method, request.path_qs, "slow"))
-            await asyncio.sleep(self.chaos.slow_s)
+            await request.read()
         if fault is not None and not applied:
-            return self._fault(request, fault)
-        try:
-            response = await handler(request)
-        except ApiError as err:
-            response = web.json_response(err.status(), status=err.code)
-        return self._fault(request, f"{fault} after the write") if fault else response
+            response = self._fault(request, fault)
+        else:
+            try:
+                response = await handler(request)
+            except ApiError as err:
+                response = web.json_response(err.status(), status=err.code)
+            if fault is not None:
+                response = self._fault(request, f"{fault} after the write")
+        if slow:
+            await asyncio.sleep(self.chaos.slow_s)
+        return response
 
     def _fault(self, request: web.Request, fault: str) -> web.StreamResponse:
         self.injected.append((request.method, request.path_qs, fault))
