@@ -86,11 +86,8 @@ class Controller:
             self.leading.set()
             log_event(logger, "controller_leading", identity=self.settings.identity,
                       sessions=len(self.sessions.store))
-            loops = {"reconciler": self.reconciler.run, "idle-monitor": self.activity.run}
-            if self.warm_pool is not None:
-                loops["warm-pool"] = self.warm_pool.run
             work = [asyncio.create_task(self._keep_running(name, run), name=f"controller-{name}")
-                    for name, run in loops.items()]
+                    for name, run in self.loops().items()]
             try:
                 await self.elector.hold()  # returns when the Lease is lost
             except Exception:  # cannot tell whether we still hold it: stop leading, to be safe
@@ -100,6 +97,13 @@ class Controller:
                     task.cancel()
                 await asyncio.gather(*work, return_exceptions=True)
                 self.leading.clear()
+
+    def loops(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        """What runs while this replica leads, by name (for logs and metrics)."""
+        loops = {"reconciler": self.reconciler.run, "idle-monitor": self.activity.run}
+        if self.warm_pool is not None:
+            loops["warm-pool"] = self.warm_pool.run
+        return loops
 
     async def _keep_running(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         """Run one loop for as long as we lead: restarted after a failure, with a backoff that

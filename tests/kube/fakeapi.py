@@ -5,7 +5,7 @@ It speaks the real REST + watch protocol so the production code runs unchanged t
 preconditions (409), stale watches (410 as an ERROR event), a JSON object sent as
 json-patch (400), strategic-merge patches on custom resources (415), invalid names and
 labels (422), schema-invalid built-in objects (kubernetes-validate, strict), Sessions
-checked against the CRD schema from deploy/, immutable pod specs, finalizers with
+checked against the CRD schema from deploy/ (with 1.30's validation ratcheting on updates), immutable pod specs, finalizers with
 deletionTimestamp, graceful pod deletion through the kubelet, and owner-reference garbage
 collection.
 
@@ -158,6 +158,19 @@ def strategic_merge_patch(target: Any, patch: Any, field_name: str = "") -> Any:
         else:
             result[key] = strategic_merge_patch(result.get(key), value, key)
     return result
+
+
+_MISSING = object()
+
+
+def _at(doc: Any, path: Any) -> Any:
+    """The value at a JSON path (a jsonschema error's absolute_path), or _MISSING."""
+    for part in path:
+        try:
+            doc = doc[part]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+    return doc
 
 
 def _fold_string_data(obj: dict[str, Any]) -> None:
@@ -685,7 +698,7 @@ class FakeKube:
                                                    "finalizers can be added if the object is "
                                                    "being deleted")
         _fold_string_data(result)
-        self._validate(kind, result)
+        self._validate(kind, result, current)
         result["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         if result == current:  # a no-op write keeps its resourceVersion, like a real server
             return result
@@ -825,7 +838,8 @@ class FakeKube:
         version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
         return version["schema"]["openAPIV3Schema"]
 
-    def _validate(self, kind: Kind, obj: dict[str, Any]) -> None:
+    def _validate(self, kind: Kind, obj: dict[str, Any],
+                  old: dict[str, Any] | None = None) -> None:
         meta = obj["metadata"]
         name = meta["name"]
         pattern = DNS_LABEL if kind.plural in ("pods", "services") else DNS_SUBDOMAIN
@@ -844,7 +858,11 @@ class FakeKube:
                 raise ApiError(422, "Invalid", f'metadata.labels: Invalid value: "{value}": a '
                                                f'valid label must be 63 characters or less')
         if kind.plural == "sessions":
-            error = jsonschema.exceptions.best_match(self.session_validator.iter_errors(obj))
+            errors = self.session_validator.iter_errors(obj)
+            if old is not None:  # validation ratcheting (1.30+): what an update left alone passes
+                errors = (e for e in list(errors)
+                          if _at(obj, e.absolute_path) != _at(old, e.absolute_path))
+            error = jsonschema.exceptions.best_match(errors)
             if error is not None:
                 path = ".".join(str(p) for p in error.absolute_path)
                 raise ApiError(422, "Invalid", f"Session.streaming.platform \"{name}\" is "
