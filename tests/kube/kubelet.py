@@ -46,6 +46,7 @@ class FakeKubelet:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     stopped: list[str] = field(default_factory=list)  # pods whose agent got a graceful stop
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _stopping: set[str] = field(default_factory=set)  # uids of pods given their graceful stop
 
     def __post_init__(self) -> None:
         self.api.pod_listeners.append(self._on_pod)
@@ -55,7 +56,8 @@ class FakeKubelet:
         if event == "ADDED" and not pod["spec"].get("nodeName"):
             self._spawn(self._run(meta["namespace"], meta["name"]))
         elif event == "MODIFIED" and meta.get("deletionTimestamp") and \
-                pod["spec"].get("nodeName") and meta["name"] not in self.stopped:
+                pod["spec"].get("nodeName") and meta["uid"] not in self._stopping:
+            self._stopping.add(meta["uid"])  # by uid: a later pod may reuse the name
             self.stopped.append(meta["name"])
             self._spawn(self._stop(meta["namespace"], meta["name"]))
 
