@@ -68,7 +68,8 @@ def to_session(resource: dict[str, Any], token: str = "") -> Session:
         endpoint=fields.endpoint(resource) if phase is Phase.RUNNING else None,
         agent_token=token, resources=resources, timeout=fields.timeout(resource) or 0,
         tier=str(fields.mapping(meta.get("labels")).get(objects.TIER_LABEL, "standard")),
-        progress=1.0 if phase is Phase.RUNNING else PROGRESS.get(ready.get("reason"), 0.1),
+        progress=1.0 if phase is Phase.RUNNING else PROGRESS.get(
+            fields.text(ready.get("reason")) or "", 0.1),
         worker=fields.text(status.get("podName")),
         node_type="gpu" if resources.get("gpu", "0") not in ("", "0") else "cpu")
 

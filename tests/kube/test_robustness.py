@@ -17,6 +17,7 @@ import functools
 import gzip
 import json
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
@@ -43,7 +44,8 @@ from tests.kube.conftest import FAST, NAMESPACE, eventually
 from tests.kube.fakeapi import FakeKube
 from tests.kube.kubelet import FakeKubelet
 
-PROPS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
+PROPS = settings(max_examples=int(os.environ.get("PROPS_EXAMPLES", 60)), deadline=None,
+                 derandomize="PROPS_EXAMPLES" not in os.environ, database=None,
                  suppress_health_check=[HealthCheck.function_scoped_fixture,
                                         HealthCheck.too_slow])
 TIMEOUT = 0.3  # the monitor's per-pod timeout in these tests
