@@ -172,11 +172,10 @@ class KubernetesSpawner(Spawner):
 
         Raises ValueError (objects.ManifestError) for a request Kubernetes cannot take."""
         kube = self._kube()
-        nonce = secrets.token_hex(8)
         started = time.monotonic()
         try:
             for _ in range(3):  # a new walk only after every racing create withdrew
-                created = await self._create_once(kube, request, nonce)
+                created = await self._create_once(kube, request)
                 if created is not None:
                     break
             else:
@@ -192,8 +191,7 @@ class KubernetesSpawner(Spawner):
                   duration_ms=round((time.monotonic() - started) * 1000))
         return self.table.get(session.id) or session
 
-    async def _create_once(self, kube: Kube, request: SessionRequest, nonce: str
-                           ) -> dict[str, Any] | None:
+    async def _create_once(self, kube: Kube, request: SessionRequest) -> dict[str, Any] | None:
         """One walk (steps 1-3 of `create`): the new Session, or None when a racing create
         made one too and both withdrew (walk again)."""
         mine = await self._user_sessions(kube, request.user)
@@ -203,7 +201,7 @@ class KubernetesSpawner(Spawner):
         for name in session_names(request.user, request.application):
             if name in taken:
                 continue  # ending (an active one was the answer above)
-            created = await self._create_named(kube, request, name, nonce)
+            created = await self._create_named(kube, request, name)
             if created is not None:
                 break
         if created is None:
@@ -239,13 +237,14 @@ class KubernetesSpawner(Spawner):
         if len(active) + 1 > limit:  # + the one to create, or the one just created
             raise SpawnerRefused(f"you already have {limit} sessions: end one to start another")
 
-    async def _create_named(self, kube: Kube, request: SessionRequest, name: str, nonce: str
+    async def _create_named(self, kube: Kube, request: SessionRequest, name: str
                             ) -> dict[str, Any] | None:
         """Create the Session `name`: the created object, or None when an ending one holds
         the name; SessionExists when an active one does."""
         manifest = objects.session_manifest(
             name, request.user, request.application, resources=request.resources,
             timeout=request.timeout, tier=request.tier, ephemeral=self.config.ephemeral)
+        nonce = secrets.token_hex(8)  # this create's own mark, kept through its retries
         manifest["metadata"]["annotations"][CREATE_REQUEST] = nonce
         for _ in range(3):  # a Session that goes between our create and our read: again
             try:
@@ -258,7 +257,8 @@ class KubernetesSpawner(Spawner):
             holder = await self._read(kube, name)
             if holder is None:
                 continue
-            if fields.mapping(fields.meta(holder).get("annotations")).get(CREATE_REQUEST) == nonce:
+            mark = fields.mapping(fields.meta(holder).get("annotations")).get(CREATE_REQUEST)
+            if mark == nonce and fields.active(holder):
                 return holder  # our own create, retried after its answer was lost
             if fields.active(holder) and fields.spec(holder).get("userId") == request.user:
                 raise SessionExists(self._snapshot(holder))
