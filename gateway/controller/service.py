@@ -95,7 +95,11 @@ class Controller:
             finally:
                 for task in work:
                     task.cancel()
-                await asyncio.gather(*work, return_exceptions=True)
+                # Bounded: a loop that ignored its cancellation must not hang the shutdown.
+                _, stuck = await asyncio.wait(work, timeout=10)
+                for task in stuck:
+                    log_event(logger, "controller_loop_stuck", level=logging.ERROR,
+                              loop=task.get_name())
                 self.leading.clear()
 
     def loops(self) -> dict[str, Callable[[], Awaitable[None]]]:
@@ -109,6 +113,7 @@ class Controller:
         """Run one loop for as long as we lead: restarted after a failure, with a backoff that
         grows while it keeps failing (0.1 s doubling to 30 s) and resets after a good minute."""
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
         failures = 0
         while True:
             began = loop.time()
@@ -119,6 +124,8 @@ class Controller:
             except Exception:
                 log_event(logger, "controller_loop_failed", level=logging.ERROR, loop=name,
                           exc_info=True)
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError  # a cancellation the loop swallowed: stop here
             failures = 1 if loop.time() - began > 60 else failures + 1
             self.restarts[name] = self.restarts.get(name, 0) + 1
             await asyncio.sleep(min(30.0, 0.1 * 2 ** (failures - 1)))

@@ -11,6 +11,7 @@ token Secret was never written, its image does not pull) is replaced."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -85,10 +86,11 @@ class WarmPool:
                 log_event(logger, "warm_pool_refill_failed", level=logging.WARNING,
                           error=str(exc))
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._resync)
-            except asyncio.TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # arrives as the event is set, and the pool would outlive its leadership.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._resync):
+                    await self._wake.wait()
 
     async def refill(self) -> None:
         live = {p["metadata"]["name"] for p in self.pods.store.values()}
