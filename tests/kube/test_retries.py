@@ -14,7 +14,7 @@ import pytest
 from gateway.app import create_app
 from gateway.config import Config
 from gateway.kube.cache import Informer
-from gateway.kube.client import SECRETS, SESSIONS, Kube, KubeError, RetryPolicy, connect
+from gateway.kube.client import SECRETS, Kube, KubeError, RetryPolicy, connect
 from gateway.logs import JsonFormatter
 from gateway.spawners.kubernetes import KubernetesSpawner
 from tests.gateway.conftest import JWT_SECRET, user
