@@ -89,6 +89,16 @@ SUITE = (
     )),
     # Issue 13: files through the gateway next to a direct copy, and the stream during an upload.
     Bench("files", "files", quick_args=("--quick",)),
+    # Kiosk installations (deploy/optional/kiosk): a warm pod serves within the warm pool's
+    # promise of a second; the cold start is shown beside it (a simulated kubelet: no image
+    # pull, no scheduling delay, so it is a floor for a real cluster, with no target).
+    Bench("kube_warm", "kube_warm", quick_args=("--runs", "2"), figures=(
+        Figure("warm_first_frame_median_s", "warm_first_frame_s.median", "s", 1.0,
+               (("max_s", "warm_first_frame_s.max"), ("runs", "runs"),
+                ("warm_over_cold", "warm_over_cold"))),
+        Figure("cold_first_frame_median_s", "cold_first_frame_s.median", "s", None,
+               (("max_s", "cold_first_frame_s.max"), ("runs", "runs"))),
+    )),
     # Quick mode keeps the 10,000 cases the target asks for: about 30 s here.
     Bench("fuzz", "fuzz", figures=(
         Figure("cases", "cases", "cases", 10_000, (("seed", "seed"), ("seconds", "seconds")), lower_is_better=False),

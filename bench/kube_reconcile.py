@@ -36,6 +36,7 @@ from tests.kube.fakeapi import FakeKube  # noqa: E402
 from tests.kube.kubelet import FakeKubelet  # noqa: E402
 
 NAMESPACE = "bench"
+TOKEN_KEY = "bench-agent-token-key-0123456789"
 
 
 def route_ns(spawner: KubernetesSpawner, ids: list[str], rounds: int = 200_000) -> float:
@@ -73,9 +74,11 @@ async def main(count: int, workers: int) -> dict[str, object]:
         os.environ["KUBECONFIG"] = str(kubeconfig)
         client = Kube(await connect(), NAMESPACE)
         controller = Controller(client, replace(ControllerSettings(namespace=NAMESPACE),
-                                                workers=workers, identity="bench"))
+                                                workers=workers, identity="bench",
+                                                agent_token_key=TOKEN_KEY))
         await controller.start()
-        spawner = KubernetesSpawner(Config(spawner="kubernetes", namespace=NAMESPACE))
+        spawner = KubernetesSpawner(Config(spawner="kubernetes", namespace=NAMESPACE,
+                                           agent_token_key=TOKEN_KEY))
         await spawner.start()
         creator = Kube(await connect(), NAMESPACE)
         await controller.leading.wait()

@@ -99,7 +99,8 @@ async def create_session(request: web.Request) -> web.Response:
         session, created = await request.app[REGISTRY].create(
             user_of(request), application, resources, timeout)
     except LimitError as exc:
-        headers = {"Retry-After": str(exc.retry_after)} if exc.status == 429 else None
+        headers = ({"Retry-After": str(exc.retry_after or 30)}
+                   if exc.status == 429 or exc.retry_after is not None else None)
         return json_error(exc.status, str(exc), headers)
     except SpawnerError as exc:
         return json_error(503, f"sessions cannot be started right now: {exc}")

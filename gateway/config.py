@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.kube.tokens import check_key
 from gateway.resources import DEFAULT_LIMITS, parse_limits
 from gateway.spawners.base import APPLICATIONS
 from gateway.turn import check_ice_url
@@ -38,6 +39,9 @@ class Config:
     user_header: str = "X-Forwarded-User"
     namespace: str | None = None  # kubernetes spawner
     controller: bool = False  # kubernetes spawner: run the session controller in-process
+    # kubernetes spawner: agent tokens are HMAC-SHA256(key, uid) (gateway/kube/tokens.py)
+    agent_token_key: str = ""
+    ephemeral: bool = False  # kubernetes spawner: Sessions without a home volume (warm pool)
     region: str = "local"  # the region label of metrics and logs
     max_sessions_per_user: int = 3
     max_sessions_total: int = 20
@@ -116,6 +120,13 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--controller", action="store_true",
                    default=_env_bool(str(e("CONTROLLER", ""))),
                    help="[GATEWAY_CONTROLLER] kubernetes spawner: run the controller in-process")
+    p.add_argument("--agent-token-key", default=e("AGENT_TOKEN_KEY", d.agent_token_key),
+                   help="[GATEWAY_AGENT_TOKEN_KEY] kubernetes spawner: the key agent tokens are "
+                        "derived from (the controller's CONTROLLER_AGENT_TOKEN_KEY)")
+    p.add_argument("--ephemeral", action="store_true",
+                   default=_env_bool(str(e("EPHEMERAL", ""))),
+                   help="[GATEWAY_EPHEMERAL] kubernetes spawner: sessions have no persistent home "
+                        "(kiosk, trial) and may start from the controller's warm pool")
     p.add_argument("--region", default=e("REGION", d.region), help="[GATEWAY_REGION] metrics label")
     p.add_argument("--max-sessions-per-user", type=int,
                    default=e("MAX_SESSIONS_PER_USER", d.max_sessions_per_user),
@@ -257,6 +268,16 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
                      "must be isolated from each other")
     if not 0 < a.sandbox_uid < 2**32 - 1:
         parser.error("--sandbox-uid must be a uid other than 0")
+    if a.spawner == "kubernetes":
+        if not a.agent_token_key:
+            parser.error("--spawner kubernetes needs --agent-token-key (GATEWAY_AGENT_TOKEN_KEY), "
+                         "the key in the gimp-agent-token-key Secret")
+        try:
+            check_key(a.agent_token_key)
+        except ValueError as exc:
+            parser.error(str(exc))
+    elif a.ephemeral:
+        parser.error("--ephemeral needs --spawner kubernetes")
     turn_urls = tuple(u.strip() for u in a.turn_urls.split(",") if u.strip())
     if turn_urls and not a.turn_secret:
         parser.error("--turn-urls needs --turn-secret (GATEWAY_TURN_SECRET)")
@@ -271,7 +292,8 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         host=a.host, port=a.port, spawner=a.spawner, data_dir=Path(a.data_dir), auth=a.auth,
         token=a.token or (secrets.token_urlsafe(24) if a.auth == "token" else ""),
         jwt_secret=a.jwt_secret, user_header=a.user_header, namespace=a.namespace,
-        controller=bool(a.controller), region=a.region,
+        controller=bool(a.controller), agent_token_key=a.agent_token_key,
+        ephemeral=bool(a.ephemeral), region=a.region,
         max_sessions_per_user=a.max_sessions_per_user, max_sessions_total=a.max_sessions_total,
         start_timeout=a.start_timeout, default_timeout=a.default_timeout, max_timeout=a.max_timeout,
         stop_grace=a.stop_grace, idle_check_interval=a.idle_check_interval,

@@ -204,7 +204,9 @@ def spec(config: Config) -> dict[str, Any]:
                         "201": {**session_status, "description": "started (phase pending)"},
                         "400": _error("the body is not a valid request"),
                         "401": _UNAUTHORIZED,
-                        "409": _error("the caller is at the per-user limit"),
+                        "409": _error("the caller is at the per-user limit, or their last "
+                                      "session of that application is still ending",
+                                      **{"Retry-After": "RetryAfter"}),
                         "413": _error("body too large"),
                         "429": _error("the server is at its limit, or the caller "
                                       "started too many sessions lately",

@@ -18,17 +18,18 @@ from gateway.auth import User
 from gateway.config import Config
 from gateway.logs import log_event
 from gateway.metrics import Metrics
-from gateway.spawners.base import (Phase, Route, Session, SessionEvent, SessionRequest, Spawner,
-                                   utcnow)
+from gateway.spawners.base import (Phase, Route, Session, SessionEvent, SessionExists,
+                                   SessionRequest, Spawner, SpawnerRefused, utcnow)
 
 log = logging.getLogger("gateway.session-manager")
 
 
 class LimitError(Exception):
-    def __init__(self, status: int, message: str, retry_after: int = 30) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
-        self.retry_after = retry_after  # seconds, for the 429's Retry-After
+        # Seconds for Retry-After: always sent with a 429 (30 unless known), with a 409 when set.
+        self.retry_after = retry_after
 
 
 class CreateRateLimit:
@@ -94,10 +95,16 @@ class SessionRegistry:
             if wait:
                 raise LimitError(429, "too many sessions started: try again in "
                                       f"{wait} s", retry_after=wait)
+            try:
+                session = await self.spawner.create(SessionRequest(
+                    user=user.id, application=application, resources=resources,
+                    timeout=timeout or self._config.default_timeout, tier=user.tier))
+            except SessionExists as exc:  # another replica made it first: it is the answer
+                return exc.session, False
+            except SpawnerRefused as exc:  # a limit across replicas (it cost a create)
+                self._rate.record(user.id)
+                raise LimitError(409, str(exc), exc.retry_after) from exc
             self._rate.record(user.id)
-            session = await self.spawner.create(SessionRequest(
-                user=user.id, application=application, resources=resources,
-                timeout=timeout or self._config.default_timeout, tier=user.tier))
         self._metrics.sessions_total.labels(user.tier, self._config.region).inc()
         return session, True
 

@@ -57,6 +57,10 @@ async def serve(settings: ControllerSettings) -> None:
 
 def main() -> None:
     settings = load_settings()
+    if not settings.agent_token_key:
+        print("gateway.controller: --agent-token-key (CONTROLLER_AGENT_TOKEN_KEY) is required: "
+              "the key in the gimp-agent-token-key Secret", file=sys.stderr)
+        sys.exit(2)
     setup_logging(settings.log_level)
     try:
         asyncio.run(serve(settings))

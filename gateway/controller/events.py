@@ -23,8 +23,13 @@ class Recorder:
     def record(self, involved: dict[str, Any], reason: str, message: str,
                warning: bool = False) -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = objects.event(involved, reason, message, warning=warning, timestamp=stamp,
-                             name=f"{involved['metadata']['name']}.{secrets.token_hex(8)}")
+        try:
+            body = objects.event(involved, reason, message, warning=warning, timestamp=stamp,
+                                 name=f"{involved['metadata']['name']}.{secrets.token_hex(8)}")
+        except (KeyError, TypeError) as exc:  # an object without apiVersion/kind/name
+            log_event(logger, "event_failed", level=logging.WARNING, reason=reason,
+                      error=f"cannot describe the object: {exc!r}")
+            return
         task = asyncio.create_task(self._send(body))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -33,6 +38,8 @@ class Recorder:
         try:
             await self.kube.create(EVENTS, body)
         except KubeError as exc:
+            if exc.status == 409:
+                return  # a retried create whose first answer was lost: it is there
             log_event(logger, "event_failed", level=logging.WARNING, reason=body["reason"],
                       error=str(exc))
 

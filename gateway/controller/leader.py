@@ -8,7 +8,7 @@ import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from gateway.kube import objects
+from gateway.kube import fields, objects
 from gateway.kube.client import LEASES, Kube, KubeError
 from gateway.logs import log_event
 
@@ -20,9 +20,8 @@ def micro_time(t: datetime) -> str:
 
 
 def parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """RFC 3339, timezone-aware; None for anything else (a Lease or Session written by hand)."""
+    return fields.parse_time(text)
 
 
 class LeaderElector:

@@ -1,7 +1,8 @@
 """The session reconciler: drives each Session to its pod and its status from the shared
 caches. Every step is idempotent (a 409 on create is success, patches carry what they read),
 so a restart, a retry after an API error or a second look at the same Session converges on
-the same objects; nothing is remembered that the API does not hold."""
+the same objects; nothing is remembered that the API does not hold. A Session of any shape
+(gateway/kube/fields.py) is reconciled or failed with `InvalidSpec`, never a crash."""
 from __future__ import annotations
 
 import asyncio
@@ -16,11 +17,11 @@ from gateway.controller.podstatus import PodState, read_pod
 from gateway.controller.settings import ControllerSettings
 from gateway.controller.warmpool import WarmPool
 from gateway.controller.workqueue import WorkQueue
-from gateway.kube import objects
+from gateway.kube import fields, objects
 from gateway.kube.cache import Informer
 from gateway.kube.client import PODS, PVCS, SECRETS, SESSIONS, Kube, KubeError
+from gateway.kube.tokens import agent_token, check_key, pod_token_uid
 from gateway.logs import log_event
-from gateway.spawners.base import new_agent_token
 
 logger = logging.getLogger("gateway.session-controller")
 
@@ -29,12 +30,30 @@ def iso_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def invalid(session: dict[str, Any]) -> str | None:
+    """Why a Session's spec cannot become a pod (what the CRD schema would have refused)."""
+    spec = fields.spec(session)
+    if not fields.text(spec.get("userId")):
+        return "spec.userId must be a non-empty string"
+    if spec.get("application") not in objects.APPLICATIONS:
+        return f"spec.application must be one of {', '.join(objects.APPLICATIONS)}"
+    for key in ("resources", "storage"):
+        value = spec.get(key)
+        if value is not None and not (isinstance(value, dict) and all(
+                isinstance(v, str) for v in value.values())):
+            return f"spec.{key} must be an object of strings"
+    if not fields.text(fields.meta(session).get("uid")):
+        return "metadata.uid is missing"
+    return None
+
+
 class Reconciler:
     def __init__(self, kube: Kube, sessions: Informer, pods: Informer,
                  settings: ControllerSettings, recorder: Recorder,
                  warm_pool: WarmPool | None = None) -> None:
         self.kube, self.sessions, self.pods = kube, sessions, pods
         self.settings, self.recorder, self.warm_pool = settings, recorder, warm_pool
+        self._key = check_key(settings.agent_token_key)
         self.queue = WorkQueue()
         self._pvcs: set[str] = set()  # user volumes known to exist (created or 409)
         self._started: dict[str, float] = {}  # first time a worker saw a session (for logs)
@@ -90,22 +109,27 @@ class Reconciler:
             self._started.pop(name, None)
             return
         # A private copy: this pass records its own status writes in it, never in the cache.
-        session = {**cached, "status": dict(cached.get("status") or {})}
+        session = {**cached, "metadata": fields.meta(cached), "spec": fields.spec(cached),
+                   "status": dict(fields.status(cached))}
         self._started.setdefault(name, time.monotonic())
         if session["metadata"].get("deletionTimestamp"):
             await self._finalize(session)
             return
-        status = session.get("status") or {}
+        status = session["status"]
         if status.get("phase") == "failed":
             await self._delete_pod(self._pod_of(session))
+            return
+        problem = invalid(session)
+        if problem is not None:
+            await self._fail(session, "InvalidSpec", problem)
             return
         if objects.FINALIZER not in (session["metadata"].get("finalizers") or []):
             session = await self._add_finalizer(session)
         pod = self._pod_of(session)
         if pod is None:
-            if status.get("phase") == "running" or (
-                    status.get("podName") and status["podName"] != name):
-                await self._fail(session, "PodLost", f"pod {status.get('podName')} disappeared")
+            pod_name = fields.text(status.get("podName"))
+            if status.get("phase") == "running" or (pod_name and pod_name != name):
+                await self._fail(session, "PodLost", f"pod {pod_name} disappeared")
                 return
             pod = await self._start(session)
             if pod is None:
@@ -114,7 +138,7 @@ class Reconciler:
 
     def _pod_of(self, session: dict[str, Any]) -> dict[str, Any] | None:
         name = session["metadata"]["name"]
-        pod_name = ((session.get("status") or {}).get("podName")
+        pod_name = (fields.text(fields.status(session).get("podName"))
                     or self._pod_by_session.get(name) or name)
         pod = self.pods.get(pod_name)
         if pod is None:
@@ -128,37 +152,42 @@ class Reconciler:
     async def _add_finalizer(self, session: dict[str, Any]) -> dict[str, Any]:
         meta = session["metadata"]
         finalizers = [*(meta.get("finalizers") or []), objects.FINALIZER]
-        return await self.kube.patch(SESSIONS, meta["name"], {"metadata": {
+        patched = await self.kube.patch(SESSIONS, meta["name"], {"metadata": {
             "finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}})
+        return {**patched, "status": dict(fields.status(patched))}
 
     async def _start(self, session: dict[str, Any]) -> dict[str, Any] | None:
         """Claim or create the session's pod (and what it needs); return it to observe."""
         meta, spec = session["metadata"], session["spec"]
         name, user = meta["name"], spec["userId"]
         started = time.monotonic()
-        if spec.get("ephemeral") and self.warm_pool is not None:
+        ephemeral = spec.get("ephemeral") is True
+        if ephemeral and self.warm_pool is not None:
             pod = await self.warm_pool.claim(session)
             if pod is not None:
                 self._pod_by_session[name] = pod["metadata"]["name"]
-                await self._patch_status(session, {"podName": pod["metadata"]["name"]})
+                await self._patch_status(session, {"podName": pod["metadata"]["name"],
+                                                   "tokenUID": pod_token_uid(session, pod)})
                 log_event(logger, "warm_pod_claimed", session_id=name, user_id=user,
                           pod_name=pod["metadata"]["name"],
                           duration_ms=round((time.monotonic() - started) * 1000))
                 self.recorder.record(session, "Claimed", f"warm pod {pod['metadata']['name']}")
                 return pod
-        cloud = not spec.get("ephemeral") and await self._has_cloud_storage(user)
+        # The user's rclone Secret, if any, is an optional volume: no Secret is ever read here.
+        cloud = self.settings.cloud_storage and not ephemeral
         try:
             pod = objects.session_pod(pod_name=name, application=spec["application"],
                                       settings=self.settings.pod,
                                       resources=spec.get("resources") or {},
-                                      user_id=None if spec.get("ephemeral") else user,
+                                      user_id=None if ephemeral else user,
                                       owner=session, cloud_storage=cloud)
         except objects.ManifestError as exc:
             await self._fail(session, "InvalidSpec", str(exc))
             return None
-        if not spec.get("ephemeral"):
+        if not ephemeral:
             await self._ensure_pvc(user, spec.get("storage") or {})
-        await self._create(SECRETS, objects.agent_secret(name, new_agent_token(), session))
+        token = agent_token(self._key, meta["uid"])
+        await self._create(SECRETS, objects.agent_secret(name, token, session))
         created = await self._create(PODS, pod)
         log_event(logger, "pod_created", session_id=name, user_id=user, pod_name=name,
                   application=spec["application"], cloud_storage=cloud,
@@ -183,19 +212,8 @@ class Reconciler:
             storage.get("class") or self.settings.pod.storage_class))
         self._pvcs.add(name)
 
-    async def _has_cloud_storage(self, user: str) -> bool:
-        if not self.settings.cloud_storage:
-            return False
-        try:
-            await self.kube.get(SECRETS, objects.rclone_secret_name(user))
-        except KubeError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
-
     async def _observe(self, session: dict[str, Any], pod: dict[str, Any]) -> None:
-        meta, status = session["metadata"], session.get("status") or {}
+        meta, status = session["metadata"], session["status"]
         name = meta["name"]
         state = read_pod(pod)
         if state.phase == "pending":
@@ -203,8 +221,7 @@ class Reconciler:
             if status.get("startTime"):
                 # It ran already (a restarted container, a failing readiness probe): the start
                 # timeout counts from when it stopped being ready, not from its creation.
-                ready = next((c for c in status.get("conditions") or []
-                              if c.get("type") == "Ready"), {})
+                ready = fields.ready_condition(session)
                 since = (ready.get("status") == "False"
                          and parse_time(ready.get("lastTransitionTime"))
                          or datetime.now(timezone.utc))
@@ -221,8 +238,9 @@ class Reconciler:
             await self._fail(session, state.reason, state.message)
             return
         update: dict[str, Any] = {"phase": state.phase, "podName": pod["metadata"]["name"],
+                                  "tokenUID": pod_token_uid(session, pod),
                                   "message": state.message,
-                                  "conditions": [self._condition(status, state)]}
+                                  "conditions": [self._condition(session, state)]}
         if state.phase == "running":
             update["endpoint"] = f"http://{state.ip}:{self.settings.pod.agent_port}"
             update["startTime"] = status.get("startTime") or state.started or iso_now()
@@ -230,7 +248,7 @@ class Reconciler:
         if changed and state.phase == "running" and status.get("phase") != "running":
             began = self._started.get(name)
             log_event(logger, "session_running", session_id=name,
-                      user_id=session["spec"]["userId"], pod_name=pod["metadata"]["name"],
+                      user_id=session["spec"].get("userId"), pod_name=pod["metadata"]["name"],
                       node_name=pod["spec"].get("nodeName"),
                       duration_ms=round((time.monotonic() - began) * 1000) if began else None)
             self.recorder.record(session, "Running", f"reachable at {update['endpoint']}")
@@ -238,16 +256,15 @@ class Reconciler:
             self.recorder.record(session, "Unschedulable", state.message, warning=True)
 
     @staticmethod
-    def _condition(status: dict[str, Any], state: PodState) -> dict[str, Any]:
+    def _condition(session: dict[str, Any], state: PodState) -> dict[str, Any]:
         value = "True" if state.phase == "running" else "False"
-        previous = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"),
-                        {})
+        previous = fields.ready_condition(session)
         since = previous.get("lastTransitionTime") if previous.get("status") == value else None
         return {"type": "Ready", "status": value, "reason": state.reason,
                 "message": state.message, "lastTransitionTime": since or iso_now()}
 
     async def _patch_status(self, session: dict[str, Any], update: dict[str, Any]) -> bool:
-        current = session.get("status") or {}
+        current = fields.status(session)
         diff = {k: v for k, v in update.items() if current.get(k) != v}
         if not diff:
             return False
@@ -264,7 +281,7 @@ class Reconciler:
                             "message": message, "lastTransitionTime": iso_now()}]})
         if changed:
             log_event(logger, "session_failed", level=logging.WARNING, session_id=name,
-                      user_id=session["spec"]["userId"], reason=reason, message=message)
+                      user_id=fields.spec(session).get("userId"), reason=reason, message=message)
             self.recorder.record(session, reason, message, warning=True)
         await self._delete_pod(self._pod_of(session))
 
@@ -291,7 +308,7 @@ class Reconciler:
             if not pod["metadata"].get("deletionTimestamp"):
                 await self._delete_pod(pod)
                 log_event(logger, "pod_stopping", session_id=name, pod_name=pod["metadata"]["name"],
-                          user_id=session["spec"]["userId"])
+                          user_id=fields.spec(session).get("userId"))
                 self.recorder.record(session, "Stopping", "syncing user data, stopping the pod")
             return  # the pod's DELETED event brings us back
         finalizers = [f for f in meta.get("finalizers") or [] if f != objects.FINALIZER]
@@ -302,5 +319,6 @@ class Reconciler:
             if exc.status != 404:
                 raise
         began = self._started.pop(name, None)
-        log_event(logger, "session_deleted", session_id=name, user_id=session["spec"]["userId"],
+        log_event(logger, "session_deleted", session_id=name,
+                  user_id=fields.spec(session).get("userId"),
                   duration_ms=round((time.monotonic() - began) * 1000) if began else None)

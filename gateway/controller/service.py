@@ -1,13 +1,17 @@
 """The session controller assembled: shared caches (always on, so a standby is warm), and,
-while this replica holds the Lease, the reconciler, the idle monitor and the warm pool."""
+while this replica holds the Lease, the reconciler, the idle monitor and the warm pool.
+
+Each of those loops is supervised on its own: one that raises is logged
+(`controller_loop_failed`, with the traceback), counted (`gimp_controller_loop_restarts_total`)
+and started again after a backoff, while the others go on; only losing the Lease ends them."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.controller.activity import ActivityMonitor
@@ -20,6 +24,7 @@ from gateway.controller.warmpool import WarmPool, is_warm
 from gateway.kube import objects
 from gateway.kube.cache import Informer
 from gateway.kube.client import PODS, SESSIONS, Kube
+from gateway.kube.tokens import check_key
 from gateway.logs import log_event
 
 logger = logging.getLogger("gateway.session-controller")
@@ -31,10 +36,14 @@ class Controller:
         """`sessions`: a Session cache to share (the gateway's); its owner starts and stops it."""
         self.kube, self.settings = kube, settings
         self._own_sessions = sessions is None
-        self.sessions = sessions or Informer(kube, SESSIONS)
-        self.pods = Informer(kube, PODS, label_selector=f"app={objects.SESSION_APP_LABEL}")
+        idle = settings.watch_idle_timeout
+        self.sessions = sessions or Informer(kube, SESSIONS, idle_timeout=idle)
+        self.pods = Informer(kube, PODS, label_selector=f"app={objects.SESSION_APP_LABEL}",
+                             idle_timeout=idle)
         self.recorder = Recorder(kube)
-        self.warm_pool = (WarmPool(kube, self.pods, settings.warm_pool, settings.pod)
+        key = check_key(settings.agent_token_key)
+        self.warm_pool = (WarmPool(kube, self.pods, settings.warm_pool, settings.pod, key,
+                                   stale_after=settings.start_timeout)
                           if any(settings.warm_pool.values()) else None)
         self.reconciler = Reconciler(kube, self.sessions, self.pods, settings, self.recorder,
                                      self.warm_pool)
@@ -44,6 +53,7 @@ class Controller:
                                      settings.lease_duration, settings.renew_interval,
                                      settings.retry_interval)
         self.leading = asyncio.Event()
+        self.restarts: dict[str, int] = {}  # loop name -> restarts after a failure
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -67,25 +77,58 @@ class Controller:
         await self.sessions.wait_synced()
         await self.pods.wait_synced()
         while True:
-            await self.elector.acquire()
+            try:
+                await self.elector.acquire()
+            except Exception:  # acquire handles API errors itself; anything else: again
+                log_event(logger, "leader_election_failed", level=logging.ERROR, exc_info=True)
+                await asyncio.sleep(self.settings.retry_interval)
+                continue
             self.leading.set()
             log_event(logger, "controller_leading", identity=self.settings.identity,
                       sessions=len(self.sessions.store))
-            work = [asyncio.create_task(self.reconciler.run()),
-                    asyncio.create_task(self.activity.run())]
-            if self.warm_pool is not None:
-                work.append(asyncio.create_task(self.warm_pool.run()))
-            hold = asyncio.create_task(self.elector.hold())
+            work = [asyncio.create_task(self._keep_running(name, run), name=f"controller-{name}")
+                    for name, run in self.loops().items()]
             try:
-                done, _ = await asyncio.wait([hold, *work], return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    if task is not hold and task.exception() is not None:
-                        logger.error("controller task failed", exc_info=task.exception())
+                await self.elector.hold()  # returns when the Lease is lost
+            except Exception:  # cannot tell whether we still hold it: stop leading, to be safe
+                log_event(logger, "lease_hold_failed", level=logging.ERROR, exc_info=True)
             finally:
-                for task in [hold, *work]:
+                for task in work:
                     task.cancel()
-                await asyncio.gather(hold, *work, return_exceptions=True)
+                # Bounded: a loop that ignored its cancellation must not hang the shutdown.
+                _, stuck = await asyncio.wait(work, timeout=10)
+                for task in stuck:
+                    log_event(logger, "controller_loop_stuck", level=logging.ERROR,
+                              loop=task.get_name())
                 self.leading.clear()
+
+    def loops(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        """What runs while this replica leads, by name (for logs and metrics)."""
+        loops = {"reconciler": self.reconciler.run, "idle-monitor": self.activity.run}
+        if self.warm_pool is not None:
+            loops["warm-pool"] = self.warm_pool.run
+        return loops
+
+    async def _keep_running(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run one loop for as long as we lead: restarted after a failure, with a backoff that
+        grows while it keeps failing (0.1 s doubling to 30 s) and resets after a good minute."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        failures = 0
+        while True:
+            began = loop.time()
+            try:
+                await run()
+                log_event(logger, "controller_loop_failed", level=logging.ERROR, loop=name,
+                          error="the loop returned")
+            except Exception:
+                log_event(logger, "controller_loop_failed", level=logging.ERROR, loop=name,
+                          exc_info=True)
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError  # a cancellation the loop swallowed: stop here
+            failures = 1 if loop.time() - began > 60 else failures + 1
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            await asyncio.sleep(min(30.0, 0.1 * 2 ** (failures - 1)))
 
     def collectors(self) -> list[Collector]:
         """Metrics to register in a Prometheus registry (the gateway's, or our own)."""
@@ -123,3 +166,9 @@ class _ControllerMetrics(Collector):
         pods = GaugeMetricFamily("gimp_warm_pool_pods", "Warm pods (any state)")
         pods.add_metric([], sum(1 for p in list(c.pods.store.values()) if is_warm(p)))
         yield pods
+        restarts = CounterMetricFamily("gimp_controller_loop_restarts",
+                                       "Controller loops restarted after a failure",
+                                       labels=["loop"])
+        for name, count in sorted(c.restarts.items()):
+            restarts.add_metric([name], count)
+        yield restarts

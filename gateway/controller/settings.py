@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.kube.objects import APPLICATIONS, Placement, PodSettings
+from gateway.kube.tokens import check_key
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class ControllerSettings:
     metrics_port: int = 8081
     metrics_host: str = "0.0.0.0"
     log_level: str = "info"
+    # -- control-loop settings (issue 9) --
+    agent_token_key: str = ""  # agent tokens are HMAC-SHA256(key, uid): gateway/kube/tokens.py
+    watch_idle_timeout: float = 60.0  # a watch silent this long is stalled: resumed/relisted
 
 
 def parse_warm_pool(text: str) -> dict[str, int]:
@@ -138,6 +142,14 @@ def load_settings(argv: Sequence[str] | None = None,
                    help="[CONTROLLER_IDENTITY] leader-election identity (default host-pid)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                    default=e("LOG_LEVEL", d.log_level), help="[CONTROLLER_LOG_LEVEL]")
+    # -- control-loop settings (issue 9) --
+    p.add_argument("--agent-token-key", default=e("AGENT_TOKEN_KEY", d.agent_token_key),
+                   help="[CONTROLLER_AGENT_TOKEN_KEY] the key agent tokens are derived from "
+                        "(the gateway's GATEWAY_AGENT_TOKEN_KEY); required")
+    p.add_argument("--watch-idle-timeout",
+                   default=e("WATCH_IDLE_TIMEOUT", d.watch_idle_timeout),
+                   help="[CONTROLLER_WATCH_IDLE_TIMEOUT] seconds a watch may stay silent (no "
+                        "event, no bookmark) before it counts as stalled and is reopened")
     a = p.parse_args(argv)
     try:
         pod = replace(
@@ -155,7 +167,13 @@ def load_settings(argv: Sequence[str] | None = None,
             cloud_storage=a.cloud_storage, workers=int(a.workers),
             start_timeout=float(a.start_timeout),
             idle_check_interval=float(a.idle_check_interval),
-            metrics_port=int(a.metrics_port), identity=a.identity, log_level=a.log_level)
+            metrics_port=int(a.metrics_port), identity=a.identity, log_level=a.log_level,
+            agent_token_key=a.agent_token_key,
+            watch_idle_timeout=float(a.watch_idle_timeout))
+        if a.agent_token_key:
+            check_key(a.agent_token_key)
+        if settings.watch_idle_timeout <= 0:
+            raise ValueError("--watch-idle-timeout must be positive")
     except ValueError as exc:
         p.error(str(exc))
     if any(int(s) > int(m) for s, m in zip(pod.session_size.split("x"), pod.max_size.split("x"))):

@@ -2,7 +2,8 @@
 
 It lists, then watches from the list's resourceVersion; a stream the server ends or drops is
 resumed from the last version seen, a 410 Gone (or any other watch error) relists, and API
-failures back off and retry. Handlers see every change as (type, new, old), including the
+failures back off and retry. A watch that stays silent longer than `idle_timeout` (stalled:
+not even a bookmark) is dropped and resumed, so a hung connection cannot freeze the view. Handlers see every change as (type, new, old), including the
 differences a relist discovers, so nothing is missed across a gap."""
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ logger = logging.getLogger("gateway.kube-cache")
 
 class Informer:
     def __init__(self, kube: Kube, resource: Resource, label_selector: str = "", *,
-                 watch_timeout: int = 300, max_backoff: float = 5.0) -> None:
+                 watch_timeout: int = 300, idle_timeout: float = 60.0,
+                 max_backoff: float = 5.0) -> None:
         self.kube = kube
         self.resource = resource
         self.label_selector = label_selector
@@ -30,6 +32,7 @@ class Informer:
         self.synced = asyncio.Event()
         self._handlers: list[Handler] = []
         self._watch_timeout = watch_timeout
+        self.idle_timeout = idle_timeout
         self._max_backoff = max_backoff
         self._task: asyncio.Task[None] | None = None
 
@@ -58,7 +61,7 @@ class Informer:
                 if not version:
                     version = await self._relist()
                 async for event in self.kube.watch(self.resource, version, self.label_selector,
-                                                   self._watch_timeout):
+                                                   self._watch_timeout, self.idle_timeout):
                     version = self._apply(event) or version
                     failures = 0
                 # The server ended the stream (timeout, restart): resume where we were.
@@ -76,7 +79,9 @@ class Informer:
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
                 failures += 1
                 log(logger, "watch_dropped", level=logging.WARNING,
-                    resource=self.resource.plural, error=repr(exc))
+                    resource=self.resource.plural, error=repr(exc), failures=failures)
+                if failures >= 2:
+                    version = ""  # resuming does not work (a stalling server): relist
                 await asyncio.sleep(min(self._max_backoff, 0.05 * 2 ** failures))
             except Exception:  # never die silently: the whole process depends on this view
                 failures += 1

@@ -209,6 +209,10 @@ def _rclone_sidecar(settings: PodSettings) -> dict[str, Any]:
     A native sidecar (init container with restartPolicy Always) stops after the app, so the
     last push sees everything the app wrote."""
     script = (
+        # The user's rclone Secret is an optional volume: without one, idle until stopped.
+        '[ -f "$RCLONE_CONFIG" ] || { echo "no cloud storage configured" >&2; '
+        'trap \'kill $! 2>/dev/null; exit 0\' TERM INT; '
+        'while true; do sleep 3600 & wait $!; done; }; '
         'rclone copy cloud: "$DIR" || echo "initial pull failed" >&2; '
         'push() { rclone copy --update "$DIR" cloud:; }; '
         'trap \'push; exit 0\' TERM INT; '
@@ -303,7 +307,8 @@ def session_pod(*, pod_name: str, application: str, settings: PodSettings,
             mounts.append({"name": "cloud-storage", "mountPath": CLOUD_DIR})
         volumes += [{"name": "cloud-storage", "emptyDir": {}},
                     {"name": "rclone-config", "secret": {
-                        "secretName": rclone_secret_name(user_id), "defaultMode": 0o440}}]
+                        "secretName": rclone_secret_name(user_id), "defaultMode": 0o440,
+                        "optional": True}}]
         init.append(_rclone_sidecar(settings))
     labels = {"app": SESSION_APP_LABEL, "application": application, "tier": "streaming"}
     annotations: dict[str, str] = {}

@@ -35,6 +35,25 @@ class SpawnerError(Exception):
     """The spawner cannot serve the request right now (the API answers 503 with the message)."""
 
 
+class SpawnerRefused(Exception):
+    """The spawner will not create this session now, for a reason the user can act on: a limit
+    that holds across gateway replicas, or the user's previous session of that application
+    still ending. The API answers 409 with the message (and Retry-After when given)."""
+
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SessionExists(Exception):
+    """`create()` found the user's active session for that application (made by another
+    replica, or by a request that raced this one): not an error, the API answers 200 with it."""
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(session.id)
+        self.session = session
+
+
 @dataclass(frozen=True)
 class SessionRequest:
     """What the gateway asks for; limits and "one session per user and application" are
@@ -148,7 +167,10 @@ class Spawner(ABC):
     @abstractmethod
     async def create(self, request: SessionRequest) -> Session:
         """Record a new session in phase pending and begin starting it; return without waiting
-        for it to run. Raise SpawnerError when it cannot even be recorded."""
+        for it to run. Raise SpawnerError when it cannot even be recorded. A spawner shared by
+        several gateways (kubernetes) also enforces the gateway's rules where it alone can see
+        every replica: SessionExists (the user's session for that application exists already),
+        SpawnerRefused (a limit)."""
 
     @abstractmethod
     async def delete(self, session_id: str) -> None:

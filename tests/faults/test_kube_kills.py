@@ -21,7 +21,7 @@ from tests.agent_process import free_port
 from tests.faults import procs
 from tests.faults.gateway_process import TOKEN, GatewayProcess
 from tests.faults.kubelet import RestartingKubelet
-from tests.kube.conftest import NAMESPACE, eventually
+from tests.kube.conftest import NAMESPACE, TOKEN_KEY, eventually
 from tests.kube.fakeapi import FakeKube
 from tests.whep_client import Viewer
 from tests.xserver import fill_root
@@ -125,7 +125,7 @@ async def test_gateway_and_controller_killed(moment: str, api: FakeKube, kubecon
     kubelet = RestartingKubelet(api, agents=True, volumes=tmp_path / "volumes")
     # A restarted container of the same gateway pod: same identity, so it takes its Lease back.
     env = {"KUBECONFIG": str(kubeconfig), "CONTROLLER_AGENT_PORT": str(port),
-           "CONTROLLER_IDENTITY": "gateway-0"}
+           "CONTROLLER_IDENTITY": "gateway-0", "GATEWAY_AGENT_TOKEN_KEY": TOKEN_KEY}
     extra = ("--spawner", "kubernetes", "--controller", "--namespace", NAMESPACE,
              "--idle-check-interval", "1")
     gw = await asyncio.to_thread(GatewayProcess(tmp_path / "data", extra, env).start)

@@ -15,9 +15,11 @@ from tests.kube.fakeapi import FakeKube
 from tests.kube.kubelet import FakeKubelet
 
 NAMESPACE = "sessions"
+TOKEN_KEY = "test-agent-token-key-0123456789"  # the gimp-agent-token-key Secret of the tests
 # Short periods so that leadership and retries happen within a test; never asserted on.
 FAST = ControllerSettings(namespace=NAMESPACE, workers=4, lease_duration=2, renew_interval=0.3,
-                          retry_interval=0.2, idle_check_interval=0.5, start_timeout=120)
+                          retry_interval=0.2, idle_check_interval=0.5, start_timeout=120,
+                          agent_token_key=TOKEN_KEY)
 
 
 @pytest.fixture

@@ -5,9 +5,18 @@ It speaks the real REST + watch protocol so the production code runs unchanged t
 preconditions (409), stale watches (410 as an ERROR event), a JSON object sent as
 json-patch (400), strategic-merge patches on custom resources (415), invalid names and
 labels (422), schema-invalid built-in objects (kubernetes-validate, strict), Sessions
-checked against the CRD schema from deploy/, immutable pod specs, finalizers with
+checked against the CRD schema from deploy/ (with 1.30's validation ratcheting on updates), immutable pod specs, finalizers with
 deletionTimestamp, graceful pod deletion through the kubelet, and owner-reference garbage
-collection. Faults are injected on demand: 500s, dropped watches, compacted history.
+collection.
+
+And it is as unreliable as real ones on demand: `fail_next` (the next N matching requests
+answered with a status), `unreliable(...)` (a seeded fraction of mutating requests answered
+500/503/429 with Retry-After or reset mid-connection, before or after the write is applied;
+slow answers; stalled or slow watches; every fault drawn from one `random.Random(seed)` in
+request order and recorded in `injected`, so a failure can be replayed), dropped watches and
+compacted history. With `enforce(roles)` each caller is a ServiceAccount (by its bearer
+token, see `kubeconfig(identity=...)`) held to its Role's rules (403 otherwise, recorded in
+`denied`), so tests prove the components work with exactly the permissions deploy/ grants.
 """
 from __future__ import annotations
 
@@ -16,8 +25,11 @@ import base64
 import functools
 import importlib.resources
 import json
+import random
 import re
 import secrets
+import socket
+import struct
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -148,6 +160,19 @@ def strategic_merge_patch(target: Any, patch: Any, field_name: str = "") -> Any:
     return result
 
 
+_MISSING = object()
+
+
+def _at(doc: Any, path: Any) -> Any:
+    """The value at a JSON path (a jsonschema error's absolute_path), or _MISSING."""
+    for part in path:
+        try:
+            doc = doc[part]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+    return doc
+
+
 def _fold_string_data(obj: dict[str, Any]) -> None:
     """A Secret's write-only stringData is stored base64-encoded in data, as a server does."""
     if obj.get("kind") == "Secret" and "stringData" in obj:
@@ -194,7 +219,81 @@ class Fault:
     method: str | None
     path_contains: str
     remaining: int
-    code: int = 500
+    code: int = 500  # 0: reset the connection instead of answering
+    retry_after: int | None = None
+
+
+@dataclass(frozen=True)
+class Unreliable:
+    """How unreliable the server is (all rates are fractions, 0..1)."""
+
+    seed: int = 0
+    error_rate: float = 0.0  # mutating requests answered 500, 503 (Retry-After) or 429 (Retry-After)
+    reset_rate: float = 0.0  # mutating requests whose connection is reset (no answer at all)
+    applied_rate: float = 0.5  # of those faulted, the share applied first (only the answer is lost)
+    slow_rate: float = 0.0  # requests (not watches) answered only after `slow_s`
+    slow_s: float = 0.0
+    retry_after: int = 1  # seconds, on 429 and 503
+    watch_stall_rate: float = 0.0  # watches that send nothing (not even an error) until dropped
+    watch_delay_s: float = 0.0  # every watch event is held back this long
+    codes: tuple[int, ...] = (500, 503, 429)
+
+    def draw(self, rng: random.Random, mutating: bool) -> tuple[str | None, bool, bool]:
+        """(fault, applied, slow) for one request: fault is a status ("500"), "reset" or None."""
+        slow = rng.random() < self.slow_rate
+        fault = None
+        if mutating:
+            r = rng.random()
+            if r < self.error_rate:
+                fault = str(rng.choice(self.codes))
+            elif r < self.error_rate + self.reset_rate:
+                fault = "reset"
+        applied = fault is not None and rng.random() < self.applied_rate
+        return fault, applied, slow
+
+
+@dataclass(eq=False)
+class Gate:
+    """Holds matching requests until released, one by one or all: races staged on purpose."""
+
+    method: str | None
+    path_contains: str
+    held: list[asyncio.Future] = field(default_factory=list)
+    passed: int = 0  # released, or arrived after `release()` opened it for good
+    open: bool = False
+
+    def matches(self, request: web.Request) -> bool:
+        return self.method in (None, request.method) and self.path_contains in request.path_qs
+
+    async def wait(self) -> None:
+        if self.open:
+            self.passed += 1
+            return
+        future = asyncio.get_running_loop().create_future()
+        self.held.append(future)
+        await future
+
+    def release(self, count: int | None = None) -> None:
+        """Let the first `count` held requests through (None: all, now and from now on)."""
+        if count is None:
+            self.open = True
+        for future in self.held[:len(self.held) if count is None else count]:
+            self.held.remove(future)
+            self.passed += 1
+            future.set_result(None)
+
+    async def arrivals(self, count: int) -> None:
+        """Until `count` requests have reached the gate (held or let through)."""
+        while len(self.held) + self.passed < count:
+            await asyncio.sleep(0.005)
+
+
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+ADMIN_TOKEN = "fake-token"  # the tests' own client: a cluster admin, like kubectl
+
+
+def token_of(identity: str) -> str:
+    return f"serviceaccount-{identity}"
 
 
 @dataclass(eq=False)
@@ -203,6 +302,7 @@ class Watcher:
     namespace: str | None
     selector: list[tuple[str, str, str | None]]
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    stalled: bool = False  # sends nothing until dropped (unreliable mode)
 
 
 class FakeKube:
@@ -216,6 +316,12 @@ class FakeKube:
             maxlen=history)
         self.watchers: set[Watcher] = set()
         self.faults: list[Fault] = []
+        self.gates: list[Gate] = []
+        self.chaos = Unreliable()
+        self.rng = random.Random(0)
+        self.injected: list[tuple[str, str, str]] = []  # (method, path, fault), in order
+        self.roles: dict[str, list[dict[str, Any]]] | None = None  # identity -> rules
+        self.denied: list[tuple[str, str, str, str]] = []  # (identity, verb, resource, name)
         self.requests = 0
         self.pod_listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self.session_validator = jsonschema.Draft7Validator(self._load_session_schema())
@@ -245,16 +351,20 @@ class FakeKube:
         return self.url
 
     async def stop(self) -> None:
+        for gate in self.gates:
+            gate.release()
         self.drop_watches()
         if self._runner is not None:
             await self._runner.cleanup()
 
-    def kubeconfig(self, path: Path, namespace: str) -> Path:
-        """A kubeconfig pointing at this server, for the standard loading path."""
+    def kubeconfig(self, path: Path, namespace: str, identity: str | None = None) -> Path:
+        """A kubeconfig pointing at this server, for the standard loading path: as the admin,
+        or as the ServiceAccount `identity` (held to its Role once `enforce` is on)."""
+        token = ADMIN_TOKEN if identity is None else token_of(identity)
         path.write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": "fake",
             "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-            "users": [{"name": "fake", "user": {"token": "fake-token"}}],
+            "users": [{"name": "fake", "user": {"token": token}}],
             "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake",
                                                       "namespace": namespace}}],
         }))
@@ -262,8 +372,26 @@ class FakeKube:
 
     # ---- fault injection -------------------------------------------------------------------
     def fail_next(self, count: int, method: str | None = None, path_contains: str = "",
-                  code: int = 500) -> None:
-        self.faults.append(Fault(method, path_contains, count, code))
+                  code: int = 500, retry_after: int | None = None) -> None:
+        self.faults.append(Fault(method, path_contains, count, code, retry_after))
+
+    def hold(self, method: str | None = None, path_contains: str = "") -> Gate:
+        """Hold the matching requests at the door until the Gate releases them."""
+        gate = Gate(method, path_contains)
+        self.gates.append(gate)
+        return gate
+
+    def unreliable(self, **settings: Any) -> Unreliable:
+        """Misbehave from now on as `Unreliable(**settings)` says, with a fresh seeded draw
+        sequence; `unreliable()` alone makes the server reliable again."""
+        self.chaos = Unreliable(**settings)
+        self.rng = random.Random(self.chaos.seed)
+        return self.chaos
+
+    def enforce(self, roles: dict[str, list[dict[str, Any]]]) -> None:
+        """Hold every caller but the admin to the rules of its identity (tests/kube/rbac.py
+        reads them from deploy/base/rbac.yaml)."""
+        self.roles = roles
 
     def drop_watches(self) -> None:
         """End every open watch stream, as an apiserver restart or a load balancer would."""
@@ -295,6 +423,18 @@ class FakeKube:
             new["spec"] = merge_patch(new["spec"], spec_patch)
         self._commit(self._kind(plural), new, "MODIFIED", obj)
 
+    def inject(self, plural: str, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Store an object as it is, unvalidated, and tell the watchers: what a server with an
+        older or looser schema, or a buggy writer, leaves for the components to read."""
+        obj = clone(obj)
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("namespace", namespace)
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", now())
+        old = self.store[plural].get((namespace, meta["name"]))
+        self._commit(self._kind(plural), obj, "MODIFIED" if old else "ADDED", old)
+        return clone(obj)
+
     def finish_delete(self, plural: str, namespace: str, name: str) -> None:
         obj = self.store[plural].get((namespace, name))
         if obj is not None:
@@ -305,16 +445,92 @@ class FakeKube:
     async def _middleware(self, request: web.Request, handler: Callable[..., Awaitable[Any]]
                           ) -> web.StreamResponse:
         self.requests += 1
+        try:
+            self._authorize(request)
+        except ApiError as err:
+            return web.json_response(err.status(), status=err.code)
+        for gate in self.gates:
+            if gate.matches(request):
+                await gate.wait()
         for fault in self.faults:
             if fault.remaining > 0 and fault.method in (None, request.method) \
                     and fault.path_contains in request.path_qs:
                 fault.remaining -= 1
+                if fault.code == 0:
+                    return self._fault(request, "reset")
+                self.injected.append((request.method, request.path_qs, str(fault.code)))
                 err = ApiError(fault.code, "InternalError", "injected fault")
-                return web.json_response(err.status(), status=err.code)
-        try:
-            return await handler(request)
-        except ApiError as err:
-            return web.json_response(err.status(), status=err.code)
+                headers = None if fault.retry_after is None else {
+                    "Retry-After": str(fault.retry_after)}
+                return web.json_response(err.status(), status=err.code, headers=headers)
+        watch = request.query.get("watch") in GO_TRUE
+        fault, applied, slow = self.chaos.draw(self.rng, request.method in MUTATING)
+        slow = slow and not watch
+        if slow:  # the request arrives whole and is served; its answer is what comes late
+            self.injected.append((request.method, request.path_qs, "slow"))
+            await request.read()
+        if fault is not None and not applied:
+            response = self._fault(request, fault)
+        else:
+            try:
+                response = await handler(request)
+            except ApiError as err:
+                response = web.json_response(err.status(), status=err.code)
+            if fault is not None:
+                response = self._fault(request, f"{fault} after the write")
+        if slow:
+            await asyncio.sleep(self.chaos.slow_s)
+        return response
+
+    def _fault(self, request: web.Request, fault: str) -> web.StreamResponse:
+        self.injected.append((request.method, request.path_qs, fault))
+        if fault.startswith("reset"):
+            sock = request.transport.get_extra_info("socket") if request.transport else None
+            if sock is not None:  # SO_LINGER 0: close with a TCP RST, as a dying proxy does
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=500)  # never reaches the client
+        code = int(fault.split()[0])
+        reason = {429: "TooManyRequests", 503: "ServiceUnavailable"}.get(code, "InternalError")
+        err = ApiError(code, reason, "injected fault")
+        headers = {"Retry-After": str(self.chaos.retry_after)} if code in (429, 503) else None
+        return web.json_response(err.status(), status=code, headers=headers)
+
+    def _authorize(self, request: web.Request) -> None:
+        """RBAC, as the API server's authorizer does it for namespaced resources."""
+        if self.roles is None:
+            return
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if token == ADMIN_TOKEN:
+            return
+        identity = next((i for i in self.roles if token_of(i) == token), None)
+        if identity is None:
+            raise ApiError(401, "Unauthorized", "Unauthorized")
+        info = request.match_info
+        if "plural" not in info:
+            return  # discovery (/version): every authenticated caller may
+        name = info.get("name", "")
+        resource = info["plural"] + ("/status" if request.path.endswith("/status") and name
+                                     else "")
+        if request.method == "GET":
+            verb = "get" if name else (
+                "watch" if request.query.get("watch") in GO_TRUE else "list")
+        else:
+            verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(
+                request.method, "delete" if name else "deletecollection")
+        group = info.get("group", "")
+        for rule in self.roles[identity]:
+            if (group in rule.get("apiGroups", []) or "*" in rule.get("apiGroups", [])) and \
+                    (resource in rule.get("resources", []) or "*" in rule.get("resources", [])) and \
+                    (verb in rule.get("verbs", []) or "*" in rule.get("verbs", [])) and \
+                    (not rule.get("resourceNames") or name in rule["resourceNames"]):
+                return
+        self.denied.append((identity, verb, resource, name))
+        raise ApiError(403, "Forbidden", f'{resource} "{name}" is forbidden: User '
+                                         f'"system:serviceaccount:{info["ns"]}:{identity}" cannot '
+                                         f'{verb} resource "{resource}" in API group "{group}" '
+                                         f'in the namespace "{info["ns"]}"')
 
     async def _version(self, request: web.Request) -> web.Response:
         major, minor, _ = K8S_VERSION.split(".")
@@ -482,7 +698,7 @@ class FakeKube:
                                                    "finalizers can be added if the object is "
                                                    "being deleted")
         _fold_string_data(result)
-        self._validate(kind, result)
+        self._validate(kind, result, current)
         result["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         if result == current:  # a no-op write keeps its resourceVersion, like a real server
             return result
@@ -572,7 +788,10 @@ class FakeKube:
         watcher.queue.put_nowait(json.dumps({"type": event, "object": obj}).encode() + b"\n")
 
     async def _watch(self, request: web.Request, kind: Kind, ns: str) -> web.StreamResponse:
-        watcher = Watcher(kind, ns, parse_selector(request.query.get("labelSelector")))
+        watcher = Watcher(kind, ns, parse_selector(request.query.get("labelSelector")),
+                          stalled=self.rng.random() < self.chaos.watch_stall_rate)
+        if watcher.stalled:
+            self.injected.append((request.method, request.path_qs, "stalled watch"))
         rv = request.query.get("resourceVersion")
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(request)
@@ -600,6 +819,12 @@ class FakeKube:
                     line = await watcher.queue.get()
                     if line is None:
                         break
+                    if watcher.stalled:  # a hung stream: open, but nothing ever arrives
+                        if request.transport is None or request.transport.is_closing():
+                            break  # the client gave up on it
+                        continue
+                    if self.chaos.watch_delay_s:
+                        await asyncio.sleep(self.chaos.watch_delay_s)
                     await response.write(line)
         except (TimeoutError, ConnectionResetError):
             pass
@@ -613,7 +838,8 @@ class FakeKube:
         version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
         return version["schema"]["openAPIV3Schema"]
 
-    def _validate(self, kind: Kind, obj: dict[str, Any]) -> None:
+    def _validate(self, kind: Kind, obj: dict[str, Any],
+                  old: dict[str, Any] | None = None) -> None:
         meta = obj["metadata"]
         name = meta["name"]
         pattern = DNS_LABEL if kind.plural in ("pods", "services") else DNS_SUBDOMAIN
@@ -632,7 +858,11 @@ class FakeKube:
                 raise ApiError(422, "Invalid", f'metadata.labels: Invalid value: "{value}": a '
                                                f'valid label must be 63 characters or less')
         if kind.plural == "sessions":
-            error = jsonschema.exceptions.best_match(self.session_validator.iter_errors(obj))
+            errors = self.session_validator.iter_errors(obj)
+            if old is not None:  # validation ratcheting (1.30+): what an update left alone passes
+                errors = (e for e in list(errors)
+                          if _at(obj, e.absolute_path) != _at(old, e.absolute_path))
+            error = jsonschema.exceptions.best_match(errors)
             if error is not None:
                 path = ".".join(str(p) for p in error.absolute_path)
                 raise ApiError(422, "Invalid", f"Session.streaming.platform \"{name}\" is "

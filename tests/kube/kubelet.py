@@ -46,6 +46,7 @@ class FakeKubelet:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     stopped: list[str] = field(default_factory=list)  # pods whose agent got a graceful stop
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _stopping: set[str] = field(default_factory=set)  # uids of pods given their graceful stop
 
     def __post_init__(self) -> None:
         self.api.pod_listeners.append(self._on_pod)
@@ -55,9 +56,15 @@ class FakeKubelet:
         if event == "ADDED" and not pod["spec"].get("nodeName"):
             self._spawn(self._run(meta["namespace"], meta["name"]))
         elif event == "MODIFIED" and meta.get("deletionTimestamp") and \
-                pod["spec"].get("nodeName") and meta["name"] not in self.stopped:
+                pod["spec"].get("nodeName") and meta["uid"] not in self._stopping:
+            self._stopping.add(meta["uid"])  # by uid: a later pod may reuse the name
             self.stopped.append(meta["name"])
             self._spawn(self._stop(meta["namespace"], meta["name"]))
+
+    def pod_ip(self, name: str) -> str:
+        """The pod's IP: all pods share 127.0.0.1 (so one agent at a time per port);
+        tests/kube/podnet.py gives each its own loopback address."""
+        return "127.0.0.1"
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -80,7 +87,7 @@ class FakeKubelet:
         self.api.set_status("pods", ns, name, {"phase": "Pending", "conditions": [
             {"type": "PodScheduled", "status": "True"}]}, spec_patch={"nodeName": node})
         secret_names = [v["secret"]["secretName"] for v in pod["spec"].get("volumes", [])
-                        if "secret" in v]
+                        if "secret" in v and not v["secret"].get("optional")]
         while any(self.api.get("secrets", ns, s) is None for s in secret_names):
             await asyncio.sleep(0.02)
             if self.api.get("pods", ns, name) is None:
@@ -101,7 +108,7 @@ class FakeKubelet:
         if current is None or current["metadata"].get("deletionTimestamp"):
             return
         self.api.set_status("pods", ns, name, {
-            "phase": "Running", "podIP": "127.0.0.1", "hostIP": "127.0.0.1",
+            "phase": "Running", "podIP": self.pod_ip(name), "hostIP": "127.0.0.1",
             "startTime": now(),
             "conditions": [{"type": "PodScheduled", "status": "True"},
                            {"type": "Ready", "status": "True"}],
@@ -117,12 +124,12 @@ class FakeKubelet:
         token = base64.b64decode(self.api.get("secrets", ns, secret)["data"]["token"]).decode()
         proc = subprocess.Popen(
             [sys.executable, "-m", "session_agent", "--xvfb", "--display",
-             f":{free_display()}", "--host", "127.0.0.1", "--port", str(port),
+             f":{free_display()}", "--host", self.pod_ip(name), "--port", str(port),
              "--size", "640x480"],
             env={**os.environ, "AGENT_TOKEN": token}, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, start_new_session=True)
         self.processes[name] = proc
-        if not await wait_healthy(f"http://127.0.0.1:{port}", timeout=60, proc=proc):
+        if not await wait_healthy(f"http://{self.pod_ip(name)}:{port}", timeout=60, proc=proc):
             raise RuntimeError(f"agent exited: {proc.stderr.read().decode()[-2000:]}")
 
     async def _stop(self, ns: str, name: str) -> None:

@@ -131,18 +131,26 @@ async def test_idle_timeout_and_activity(api: FakeKube, kubelet: FakeKubelet, ku
         await runner.cleanup()
 
 
-async def test_cloud_storage_sidecar_for_users_with_rclone_secret(
+async def test_cloud_storage_sidecar_mounts_the_users_rclone_secret_if_any(
         api: FakeKube, kubelet: FakeKubelet, kube: Kube, controllers) -> None:
+    """The controller never reads the user's rclone Secret: every non-ephemeral pod mounts it
+    as an optional volume, and the sidecar idles where there is none."""
     await kube.create(SECRETS, {"apiVersion": "v1", "kind": "Secret",
                                 "metadata": {"name": objects.rclone_secret_name("hank")},
                                 "stringData": {"rclone.conf": "[cloud]\ntype = memory\n"}})
     await controllers(cloud_storage=True)
     await kube.create(SESSIONS, objects.session_manifest("s8", "hank", "gimp"))
     await kube.create(SESSIONS, objects.session_manifest("s9", "ivan", "gimp"))
-    await eventually(lambda: phase(api, "s8") == "running" and phase(api, "s9") == "running")
-    with_cloud = api.get("pods", NAMESPACE, "s8")["spec"]
-    assert with_cloud["initContainers"][0]["restartPolicy"] == "Always"
-    assert "initContainers" not in api.get("pods", NAMESPACE, "s9")["spec"]
+    await kube.create(SESSIONS, objects.session_manifest("s9e", "ivan", "inkscape",
+                                                         ephemeral=True))
+    await eventually(lambda: all(phase(api, n) == "running" for n in ("s8", "s9", "s9e")))
+    for name, user in (("s8", "hank"), ("s9", "ivan")):
+        spec = api.get("pods", NAMESPACE, name)["spec"]
+        assert spec["initContainers"][0]["restartPolicy"] == "Always"
+        volume = next(v for v in spec["volumes"] if v["name"] == "rclone-config")
+        assert volume["secret"] == {"secretName": objects.rclone_secret_name(user),
+                                    "defaultMode": 0o440, "optional": True}
+    assert "initContainers" not in api.get("pods", NAMESPACE, "s9e")["spec"]
 
 
 async def test_warm_pool_claim_and_refill(api: FakeKube, kubelet: FakeKubelet, kube: Kube,

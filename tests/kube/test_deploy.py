@@ -24,11 +24,14 @@ from dockerfile_parse import DockerfileParser
 from gateway.config import load_config
 from gateway.controller.settings import load_settings
 from tests.agent_process import free_port
+from tests.kube import rbac
 from tests.kube.kubelet import free_display
+from tests.kube.rbac import permissions
 from tests.kube.restricted import violations
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
+KIOSK = DEPLOY / "optional" / "kiosk"
 K8S = "1.32.0"
 # Kinds from other projects' CRDs: no official schema in kubernetes-validate.
 FOREIGN = {("networking.istio.io/v1", "Gateway"), ("networking.istio.io/v1", "VirtualService"),
@@ -60,9 +63,14 @@ def pod_spec(doc: dict) -> dict:
     return node
 
 
-def test_every_built_in_kind_is_valid(rendered: list[dict]) -> None:
+@pytest.fixture(scope="module")
+def kiosk() -> list[dict]:
+    return render(KIOSK)
+
+
+def test_every_built_in_kind_is_valid(rendered: list[dict], kiosk: list[dict]) -> None:
     foreign = set()
-    for doc in rendered + render(DEPLOY / "optional" / "etcd-backup"):
+    for doc in rendered + kiosk + render(DEPLOY / "optional" / "etcd-backup"):
         try:
             kubernetes_validate.validate(doc, K8S, strict=True)
         except kubernetes_validate.SchemaNotFoundError:
@@ -121,20 +129,31 @@ def test_namespace_enforces_restricted_and_every_pod_meets_it(rendered: list[dic
         assert violations(pod_spec(doc)) == [], doc["metadata"]["name"]
 
 
+# The exact permissions of each ServiceAccount, as deploy/README.md ("RBAC") states them.
+GATEWAY_PERMISSIONS = {("streaming.platform", "sessions", v)
+                       for v in ("get", "list", "watch", "create", "delete")}
+CONTROLLER_PERMISSIONS = {
+    *(("streaming.platform", "sessions", v) for v in ("list", "watch", "patch", "delete")),
+    ("streaming.platform", "sessions/status", "patch"),
+    *(("", "pods", v) for v in ("get", "list", "watch", "create", "patch", "delete")),
+    ("", "secrets", "create"), ("", "persistentvolumeclaims", "create"), ("", "events", "create"),
+    *(("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")),
+}
+
+
 def test_rbac_is_least_privilege(rendered: list[dict]) -> None:
-    roles = {d["metadata"]["name"]: d for d in rendered if d["kind"] == "Role"}
-    assert not any(d["kind"] == "ClusterRole" for d in rendered)
-    gateway = {(r["resources"][0], v) for r in roles["session-gateway"]["rules"]
-               for v in r["verbs"]}
-    assert ("secrets", "create") not in gateway and ("pods", "create") not in gateway
-    assert ("sessions", "create") in gateway and ("secrets", "watch") in gateway
-    controller = {(res, v) for r in roles["session-controller"]["rules"]
-                  for res in r["resources"] for v in r["verbs"]}
-    for needed in [("pods", "create"), ("pods", "watch"), ("sessions/status", "patch"),
-                   ("leases", "update"), ("events", "create"), ("persistentvolumeclaims",
-                                                                 "create")]:
-        assert needed in controller
-    assert ("persistentvolumeclaims", "delete") not in controller  # users' data stays
+    """Rendered by kustomize: only namespaced Roles, and exactly the permissions the code
+    needs (tests/kube/test_rbac.py proves it works with no more). No Secret can be read by
+    either ServiceAccount: users' cloud credentials live in Secrets of this namespace."""
+    assert not any(d["kind"] in ("ClusterRole", "ClusterRoleBinding") for d in rendered)
+    granted = rbac.roles(rendered)
+    assert permissions(granted[rbac.GATEWAY]) == GATEWAY_PERMISSIONS
+    assert permissions(granted[rbac.CONTROLLER]) == CONTROLLER_PERMISSIONS
+    for account in (rbac.GATEWAY, rbac.CONTROLLER):
+        verbs = {v for g, r, v in permissions(granted[account]) if r == "secrets"}
+        assert not verbs & {"get", "list", "watch", "update", "patch", "delete", "*"}
+        assert all(not rule.get("resourceNames") for rule in granted[account])
+    assert ("", "persistentvolumeclaims", "delete") not in CONTROLLER_PERMISSIONS  # users' data
 
 
 def test_session_pods_reachable_only_from_gateway_and_controller(rendered: list[dict]) -> None:
@@ -301,7 +320,7 @@ def test_entrypoint_rejects_bad_settings(entrypoint_env: dict[str, str], change:
 
 def container_env(doc: dict) -> dict[str, str]:
     container = pod_spec(doc)["containers"][0]
-    return {e["name"]: e.get("value", "from-a-secret") for e in container.get("env", [])}
+    return {e["name"]: e.get("value", "from-a-secret-reference") for e in container.get("env", [])}
 
 
 def test_deployments_configure_what_they_mean_to(rendered: list[dict]) -> None:
@@ -309,9 +328,27 @@ def test_deployments_configure_what_they_mean_to(rendered: list[dict]) -> None:
     deployments = {d["metadata"]["name"]: d for d in rendered if d["kind"] == "Deployment"}
     controller = deployments["session-controller"]
     settings = load_settings([], container_env(controller))
-    assert settings.warm_pool == {"gimp": 2} and settings.cloud_storage
+    assert settings.cloud_storage and settings.agent_token_key
+    assert settings.warm_pool == {}  # no warm pool where nothing would claim it
     assert "{application}" in settings.pod.image
     gateway = deployments["session-gateway"]
     config = load_config(pod_spec(gateway)["containers"][0]["args"], container_env(gateway))
     assert (config.spawner, config.auth, config.port) == ("kubernetes", "jwt", 8080)
-    assert config.turn_urls and config.turn_secret
+    assert config.turn_urls and config.turn_secret and config.agent_token_key
+    assert not config.ephemeral
+    for name in ("session-gateway", "session-controller"):  # the same key, from one Secret
+        env = pod_spec(deployments[name])["containers"][0]["env"]
+        key = next(e for e in env if e["name"].endswith("_AGENT_TOKEN_KEY"))
+        assert key["valueFrom"] == {"secretKeyRef": {"name": "gimp-agent-token-key",
+                                                     "key": "key"}}
+
+
+def test_kiosk_overlay_ships_the_warm_pool_with_its_user(kiosk: list[dict]) -> None:
+    """The warm pool comes only with the gateway setting that makes its Sessions ephemeral,
+    the only ones a warm pod can serve."""
+    deployments = {d["metadata"]["name"]: d for d in kiosk if d["kind"] == "Deployment"}
+    settings = load_settings([], container_env(deployments["session-controller"]))
+    assert settings.warm_pool and all(settings.warm_pool.values())
+    gateway = deployments["session-gateway"]
+    config = load_config(pod_spec(gateway)["containers"][0]["args"], container_env(gateway))
+    assert config.ephemeral and config.spawner == "kubernetes"

@@ -12,7 +12,7 @@ from gateway.controller.settings import ControllerSettings
 from gateway.kube.objects import PodSettings
 from gateway.spawners.kubernetes import KubernetesSpawner
 from tests.agent_process import free_port
-from tests.kube.conftest import NAMESPACE, eventually
+from tests.kube.conftest import NAMESPACE, TOKEN_KEY, eventually
 from tests.kube.fakeapi import FakeKube
 from tests.kube.kubelet import FakeKubelet
 from tests.whep_client import Viewer
@@ -27,7 +27,7 @@ async def test_browser_to_pod_through_the_gateway(api: FakeKube, kubeconfig: Pat
         port = free_port()  # the "pod's" agent port on 127.0.0.1
         config = Config(host="127.0.0.1", port=0, spawner="kubernetes", namespace=NAMESPACE,
                         controller=True, token=TOKEN, start_timeout=120,
-                        idle_check_interval=1.0)
+                        idle_check_interval=1.0, agent_token_key=TOKEN_KEY)
         spawner = KubernetesSpawner(config, replace(
             ControllerSettings(), pod=replace(PodSettings(), agent_port=port)))
         client = await aiohttp_client(create_app(config, spawner))

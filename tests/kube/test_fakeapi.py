@@ -139,6 +139,8 @@ async def test_watch_selector_semantics(api: FakeKube, kube: Kube) -> None:
             events.append((event["type"], event["object"]["metadata"]["name"]))
 
     task = asyncio.create_task(follow())
+    # resourceVersion "0" (an empty store) means "from now": wait until the watch is open.
+    await eventually(lambda: api.watchers)
     await kube.create(SECRETS, secret("sel"))
     await kube.patch(SECRETS, "sel", {"metadata": {"labels": {"app": "y"}}},
                      content_type=STRATEGIC)  # leaves the selector: a watcher sees DELETED

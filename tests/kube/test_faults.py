@@ -11,6 +11,7 @@ from tests.kube.fakeapi import FakeKube
 from tests.kube.kubelet import FakeKubelet
 
 COUNT = 12
+SEED = 20261203
 
 
 def converged(api: FakeKube, names: list[str]) -> bool:
@@ -101,3 +102,20 @@ async def test_crashed_leader_is_replaced(api: FakeKube, kubelet: FakeKubelet, k
     await eventually(lambda: converged(api, names))
     assert_one_pod_each(api, names)
 
+
+
+async def test_unreliable_api_converges(api: FakeKube, kubelet: FakeKubelet, kube: Kube,
+                                        controllers) -> None:
+    """A seeded fraction of every mutating request fails (500/503/429, resets, before or after
+    the write), answers come late, watches stall or lag: everything still converges, once."""
+    await controllers(watch_idle_timeout=0.5)
+    names = await create_all(kube, "chaos")  # the test's own writes: before the chaos
+    api.unreliable(seed=SEED, error_rate=0.1, reset_rate=0.05, slow_rate=0.05, slow_s=0.3,
+                   retry_after=0, watch_stall_rate=0.2, watch_delay_s=0.02)
+    api.drop_watches()
+    await eventually(lambda: converged(api, names))
+    await eventually(lambda: len(api.objects("pods", NAMESPACE)) == COUNT)
+    api.unreliable()
+    assert_one_pod_each(api, names)
+    faults = [fault.split()[0] for _, _, fault in api.injected]
+    assert len(faults) >= 5 and {"500", "503", "429"} & set(faults)  # it was unreliable

@@ -1,6 +1,7 @@
 """The node calculation (pure), its metrics, and the controller's command line."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from gateway.controller.nodes import NodeMetrics, NodeShape, required_nodes
 from gateway.controller.settings import load_settings
+from tests.kube.conftest import TOKEN_KEY
 
 
 @pytest.mark.parametrize("active, gpu, expected", [
@@ -68,16 +70,19 @@ def test_settings_from_flags_and_env() -> None:
     (["--session-size", "1280x721"], "--session-size '1280x721': expected WIDTHxHEIGHT"),
     (["--max-size", "huge"], "--max-size 'huge'"),
     (["--session-size", "3840x2160", "--max-size", "1920x1080"], "exceeds --max-size"),
+    (["--agent-token-key", "short"], "at least 16 bytes"),
+    ([], "--agent-token-key (CONTROLLER_AGENT_TOKEN_KEY) is required"),
 ])
 def test_bad_flags_exit_with_one_clear_line(argv: list[str], message: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CONTROLLER_AGENT_TOKEN_KEY"}
     result = subprocess.run([sys.executable, "-m", "gateway.controller", *argv],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 2 and message in result.stderr
 
 
 def test_controller_without_a_cluster_says_so(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "KUBECONFIG": str(tmp_path / "missing"),
-           "HOME": str(tmp_path)}
+           "HOME": str(tmp_path), "CONTROLLER_AGENT_TOKEN_KEY": TOKEN_KEY}
     result = subprocess.run([sys.executable, "-m", "gateway.controller", "--metrics-port", "0"],
                             capture_output=True, text=True, timeout=60, env=env,
                             cwd=str(Path(__file__).parents[2]))

@@ -2,7 +2,13 @@
 checked against the official strict schemas, Sessions against the CRD's."""
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
+import subprocess
+import time
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -190,6 +196,44 @@ def test_cloud_storage_sidecar_is_unprivileged_and_flushes_last() -> None:
     for container in spec["containers"]:
         assert "/data/cloud" in {m["mountPath"] for m in container["volumeMounts"]}
     assert sidecar["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+@pytest.mark.parametrize("configured", [False, True])
+def test_cloud_storage_sidecar_runs_only_with_the_users_config(tmp_path: Path,
+                                                                configured: bool) -> None:
+    """The sidecar's script, run for real (`rclone` is a stand-in that logs its arguments): with
+    no rclone config mounted (the optional Secret is absent) it says so, touches nothing and
+    waits for SIGTERM; with one it pulls at start and pushes on SIGTERM."""
+    sidecar = pod(cloud_storage=True)["spec"]["initContainers"][0]
+    env = {e["name"]: e["value"] for e in sidecar["env"]}
+    calls = tmp_path / "calls"
+    (tmp_path / "bin").mkdir()
+    fake = tmp_path / "bin" / "rclone"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    fake.chmod(0o755)
+    config = tmp_path / "rclone.conf"
+    if configured:
+        config.write_text("[cloud]\ntype = memory\n")
+    env.update(RCLONE_CONFIG=str(config), DIR=str(tmp_path / "cloud"), HOME=str(tmp_path),
+               PATH=f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    stderr = tmp_path / "stderr"
+    with stderr.open("w") as err:
+        proc = subprocess.Popen(sidecar["command"], env=env, stderr=err, start_new_session=True)
+    try:
+        time.sleep(0.5)
+        assert proc.poll() is None  # a native sidecar that exits would be restarted forever
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # and the script's `sleep`, if left
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    log = calls.read_text().splitlines() if calls.exists() else []
+    if configured:
+        assert log[0] == f"copy cloud: {tmp_path / 'cloud'}"
+        assert log[-1] == f"copy --update {tmp_path / 'cloud'} cloud:"
+    else:
+        assert log == [] and "no cloud storage configured" in stderr.read_text()
 
 
 def test_warm_pod_has_no_user_until_claimed() -> None:

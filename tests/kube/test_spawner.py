@@ -12,12 +12,13 @@ from gateway.config import Config
 from gateway.kube import objects
 from gateway.spawners.base import Phase, SessionRequest, SpawnerError
 from gateway.spawners.kubernetes import KubernetesSpawner, to_session
-from tests.kube.conftest import NAMESPACE, eventually
+from tests.kube.conftest import NAMESPACE, TOKEN_KEY, eventually
 from tests.kube.fakeapi import FakeKube
 from tests.kube.kubelet import FakeKubelet
 
 CONFIG = Config(spawner="kubernetes", namespace=NAMESPACE, controller=True,
-                idle_check_interval=0.5)
+                idle_check_interval=0.5, agent_token_key=TOKEN_KEY)
+PLAIN = Config(spawner="kubernetes", namespace=NAMESPACE, agent_token_key=TOKEN_KEY)
 
 
 @pytest.fixture
@@ -72,15 +73,14 @@ async def test_restarted_and_parallel_gateways_route_every_session(
            for i in range(5)]
     await eventually(lambda: all(first.route(i) for i in ids))
     await first.close()  # the gateway goes away; its sessions stay
-    plain = Config(spawner="kubernetes", namespace=NAMESPACE)  # replicas without a controller
-    second, third = await spawners(plain), await spawners(plain)
+    second, third = await spawners(PLAIN), await spawners(PLAIN)  # replicas, no controller
     for spawner in (second, third):
         assert {s.id for s in spawner.list()} == set(ids)
         assert all(spawner.route(i) == first.route(i) for i in ids)
 
 
 async def test_bad_requests_change_nothing(api: FakeKube, spawners) -> None:
-    spawner = await spawners(Config(spawner="kubernetes", namespace=NAMESPACE))
+    spawner = await spawners(PLAIN)
     with pytest.raises(ValueError, match="whole number of GPUs"):
         await spawner.create(SessionRequest(user="u", application="blender",
                                             resources={"gpu": "0.5"}))
@@ -95,7 +95,7 @@ async def test_no_cluster_is_a_spawner_error(tmp_path: Path,
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(SpawnerError, match="kubeconfig"):
-        await KubernetesSpawner(Config(spawner="kubernetes")).start()
+        await KubernetesSpawner(Config(spawner="kubernetes", agent_token_key=TOKEN_KEY)).start()
 
 
 def test_snapshot_of_a_deleting_session_is_terminating() -> None:
@@ -115,7 +115,7 @@ async def test_in_process_controller_metrics_reach_the_gateway_registry(
         registry.register(collector)
     await spawner.create(SessionRequest(user="m", application="blender", resources={"gpu": "1"}))
     await eventually(lambda: b'gimp_controller_sessions{pool="gpu"} 1.0' in
-                     generate_latest(registry))
+                     generate_latest(registry) and spawner.controller.leading.is_set())
     text = generate_latest(registry).decode()
     assert 'gimp_required_nodes{pool="gpu"} 1.0' in text and "gimp_controller_leader 1.0" in text
 

@@ -66,6 +66,7 @@ def test_the_gateway_advertises_udp_tcp_and_tls_on_443(docs) -> None:
     gateway = docs[("Deployment", "session-gateway")]
     env = {e["name"]: e.get("value", "") for e in pod_spec(gateway)["containers"][0]["env"]}
     config = load_config(pod_spec(gateway)["containers"][0]["args"],
-                         {**env, "GATEWAY_JWT_SECRET": "x", "GATEWAY_TURN_SECRET": "x"})
+                         {**env, "GATEWAY_JWT_SECRET": "x", "GATEWAY_TURN_SECRET": "x",
+                          "GATEWAY_AGENT_TOKEN_KEY": "a-key-of-at-least-16-bytes"})
     forms = sorted(re.sub(r"//|turn\.gimp\.example\.com", "", u) for u in config.turn_urls)
     assert forms == ["turn::3478?transport=tcp", "turn::3478?transport=udp", "turns::443?transport=tcp"]
