@@ -12,7 +12,8 @@ from tests.images.kubelet import PodRunner
 
 pytestmark = pytest.mark.timeout(2700)  # the first test may build the images
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "base"
-SECRETS = {"gateway-secrets": {"jwt-secret": "s" * 32}, "coturn-auth": {"static-auth-secret": "t" * 32}}
+SECRETS = {"gateway-secrets": {"jwt-secret": "s" * 32}, "coturn-auth": {"static-auth-secret": "t" * 32},
+           "gimp-agent-token-key": {"key": "k" * 32}}
 
 
 def deployment_pod(file: str) -> dict:
