@@ -6,12 +6,19 @@ guessing a random 128-bit key."""
 from __future__ import annotations
 
 import hashlib
+import re
 
 HASH_HEX = 32  # 128 bits
 
 
 def user_hash(user_id: str) -> str:
     return hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_HEX]
+
+
+def slug(user_id: str, allowed: str, length: int, fill: str = "-") -> str:
+    """A readable part for a derived name (lower case, runs of other characters as `fill`);
+    decoration only: the hash beside it is what tells ids apart."""
+    return re.sub(f"[^{allowed}]+", fill, user_id.lower())[:length].strip("-_.") or "u"
 
 
 def turn_user(user_id: str) -> str:

@@ -185,7 +185,14 @@ class Reconciler:
             await self._fail(session, "InvalidSpec", str(exc))
             return None
         if not ephemeral:
-            await self._ensure_pvc(user, spec.get("storage") or {})
+            owner = await self._ensure_pvc(user, spec.get("storage") or {})
+            if owner != user:
+                await self._fail(session, "VolumeNotYours",
+                                 f"the volume {objects.pvc_name(user)} is recorded for another "
+                                 "user (annotation " + objects.USER_ID_ANNOTATION + ": "
+                                 + ("none" if owner is None else "a different id") + "): "
+                                 "it is never mounted for anybody else")
+                return None
         token = agent_token(self._key, meta["uid"])
         await self._create(SECRETS, objects.agent_secret(name, token, session))
         created = await self._create(PODS, pod)
@@ -203,14 +210,24 @@ class Reconciler:
                 return None  # it exists already: a retry or a restart; that is success
             raise
 
-    async def _ensure_pvc(self, user: str, storage: dict[str, str]) -> None:
+    async def _ensure_pvc(self, user: str, storage: dict[str, str]) -> str | None:
+        """The user's volume, made on first use with the exact id in its annotation; returns
+        the id an existing volume records (None: none recorded), which the caller compares:
+        a volume is never mounted for anybody but the id it was made for."""
         name = objects.pvc_name(user)
         if name in self._pvcs:
-            return
-        await self._create(PVCS, objects.user_pvc(
+            return user
+        created = await self._create(PVCS, objects.user_pvc(
             user, storage.get("size") or self.settings.pod.storage_size,
             storage.get("class") or self.settings.pod.storage_class))
+        if created is None:  # it existed: whose is it?
+            existing = await self.kube.get(PVCS, name)
+            owner = fields.text(fields.mapping(fields.meta(existing).get("annotations")).get(
+                objects.USER_ID_ANNOTATION))
+            if owner != user:
+                return owner
         self._pvcs.add(name)
+        return user
 
     async def _observe(self, session: dict[str, Any], pod: dict[str, Any]) -> None:
         meta, status = session["metadata"], session["status"]

@@ -48,7 +48,9 @@ class Controller:
         self.reconciler = Reconciler(kube, self.sessions, self.pods, settings, self.recorder,
                                      self.warm_pool)
         self.activity = ActivityMonitor(kube, self.sessions, self.recorder,
-                                        settings.idle_check_interval)
+                                        settings.idle_check_interval,
+                                        warning=settings.idle_warning,
+                                        token_key=settings.agent_token_key.encode())
         self.elector = LeaderElector(kube, settings.lease_name, settings.identity,
                                      settings.lease_duration, settings.renew_interval,
                                      settings.retry_interval)

@@ -35,6 +35,7 @@ class ControllerSettings:
     # -- control-loop settings (issue 9) --
     agent_token_key: str = ""  # agent tokens are HMAC-SHA256(key, uid): gateway/kube/tokens.py
     watch_idle_timeout: float = 60.0  # a watch silent this long is stalled: resumed/relisted
+    idle_warning: float = 60.0  # viewers are told this long before an idle session ends
 
 
 def parse_warm_pool(text: str) -> dict[str, int]:
@@ -150,6 +151,9 @@ def load_settings(argv: Sequence[str] | None = None,
                    default=e("WATCH_IDLE_TIMEOUT", d.watch_idle_timeout),
                    help="[CONTROLLER_WATCH_IDLE_TIMEOUT] seconds a watch may stay silent (no "
                         "event, no bookmark) before it counts as stalled and is reopened")
+    p.add_argument("--idle-warning", default=e("IDLE_WARNING", d.idle_warning),
+                   help="[CONTROLLER_IDLE_WARNING] seconds before an idle session ends that its "
+                        "viewers are warned (at most half its timeout)")
     a = p.parse_args(argv)
     try:
         pod = replace(
@@ -169,7 +173,7 @@ def load_settings(argv: Sequence[str] | None = None,
             idle_check_interval=float(a.idle_check_interval),
             metrics_port=int(a.metrics_port), identity=a.identity, log_level=a.log_level,
             agent_token_key=a.agent_token_key,
-            watch_idle_timeout=float(a.watch_idle_timeout))
+            watch_idle_timeout=float(a.watch_idle_timeout), idle_warning=float(a.idle_warning))
         if a.agent_token_key:
             check_key(a.agent_token_key)
         if settings.watch_idle_timeout <= 0:

@@ -2,11 +2,12 @@
 its inputs (no I/O, no clock unless passed in), so each one is testable without a cluster."""
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from gateway.identity import slug, user_hash
 
 GROUP = "streaming.platform"
 VERSION = "v1"
@@ -79,15 +80,13 @@ class PodSettings:
 
 
 def user_label(user_id: str) -> str:
-    """A user id as a DNS-1123 label: kept when already valid, else escaped with a hash suffix
-    so that distinct ids never collide ("Alice@x.org" -> "alice-x-org-3c1f0b2a")."""
+    """A user id as a DNS-1123 label: a readable slug, then 128 bits of the SHA-256 of the
+    exact id, always (also for ids that are labels already), so that no two ids share a label,
+    a volume or a Secret name ("Alice@x.org" -> "alice-x-org-<32 hex>"). Used in every name
+    derived from a user; the exact id is kept in the annotation streaming.platform/user-id."""
     if not user_id:
         raise ManifestError("userId must not be empty")
-    if _DNS_LABEL.match(user_id):
-        return user_id
-    digest = hashlib.sha256(user_id.encode()).hexdigest()[:8]
-    base = re.sub(r"[^a-z0-9]+", "-", user_id.lower()).strip("-")[:54].strip("-")
-    return f"{base}-{digest}" if base else f"u-{digest}"
+    return f"{slug(user_id, 'a-z0-9', 30)}-{user_hash(user_id)}"
 
 
 def pvc_name(user_id: str) -> str:

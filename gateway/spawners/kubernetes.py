@@ -13,7 +13,6 @@ is checked after the create against a fresh list from the API (see `create`)."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import secrets
 import time
@@ -27,6 +26,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from gateway.config import Config
+from gateway.identity import user_hash
 from gateway.controller.service import Controller
 from gateway.controller.settings import ControllerSettings, load_settings
 from gateway.kube import fields, objects
@@ -49,7 +49,7 @@ def session_names(user: str, application: str, count: int = NAMES_PER_PAIR) -> l
     """The Session names of (user, application), in the order every replica tries them:
     "s" + 32 hex digits of SHA-256 over the exact user id + "-" + the application, then the
     same with -1, -2, ... (DNS-1123 labels of at most 44 characters)."""
-    base = f"s{hashlib.sha256(user.encode()).hexdigest()[:32]}-{application}"
+    base = f"s{user_hash(user)}-{application}"
     return [base, *(f"{base}-{i}" for i in range(1, count))]
 
 
@@ -97,7 +97,8 @@ class KubernetesSpawner(Spawner):
         self.settings = replace(settings or load_settings([]), namespace=self.namespace,
                                 agent_token_key=config.agent_token_key,
                                 start_timeout=config.start_timeout,
-                                idle_check_interval=config.idle_check_interval)
+                                idle_check_interval=config.idle_check_interval,
+                                idle_warning=config.idle_warning)
         self.retry = retry
         self.table = SessionTable()
         self.kube: Kube | None = None

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import hashlib
 import json
 import logging
 import os
@@ -42,6 +41,7 @@ from typing import Any
 import aiohttp
 
 from gateway.config import Config
+from gateway.identity import slug, user_hash
 from gateway.idle import idle_policy
 from gateway.logs import log_event
 from gateway.spawners import sandbox, supervisor
@@ -80,9 +80,7 @@ def user_dir_name(user: str) -> str:
     128 bits of the SHA-256 of the exact id, always (also for plain names), so that two ids
     share a name only if SHA-256 collides. The slug has no '.' or '/': no name escapes users/,
     is hidden, or is an older version's plain name."""
-    digest = hashlib.sha256(user.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-    slug = re.sub(r"[^a-z0-9_-]+", "_", user.lower())[:40].strip("_-") or "user"
-    return f"{slug}-{digest}"
+    return f"{slug(user, 'a-z0-9_-', 40, fill='_')}-{user_hash(user)}"
 
 
 def user_home(users_dir: Path, user: str, owner: tuple[int, int] | None = None) -> Path:

@@ -26,6 +26,7 @@ APP = "sleep 3600"
 @dataclass
 class RestartingKubelet(FakeKubelet):
     volumes: Path = Path("/nonexistent")
+    app: str = APP  # the application each pod's agent launches (--launch)
     restarts: dict[str, int] = field(default_factory=dict)
     displays: dict[str, str] = field(default_factory=dict)  # pod -> display of its agent
     exits: list[tuple[str, int]] = field(default_factory=list)  # (pod, exit code) of deaths
@@ -70,7 +71,7 @@ class RestartingKubelet(FakeKubelet):
         display = f":{free_display()}"
         proc = subprocess.Popen(
             [sys.executable, "-m", "session_agent", "--xvfb", "--display", display,
-             "--host", "127.0.0.1", "--port", str(port), "--size", "640x480", "--launch", APP],
+             "--host", "127.0.0.1", "--port", str(port), "--size", "640x480", "--launch", self.app],
             env={**os.environ, "AGENT_TOKEN": token, "HOME": str(home)}, cwd=home,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.processes[name] = proc

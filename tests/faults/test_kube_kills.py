@@ -220,3 +220,30 @@ async def test_pod_agent_killed_during(moment: str, api: FakeKube, kube: Kube, c
         await kubelet.close()
     for display in displays:
         assert not procs.display_users(display)
+
+
+# An application that keeps writing the user's document, and on SIGTERM (its chance to exit
+# cleanly) writes what it still held and exits.
+WRITER = ("sh -c 'trap \"echo final >> $HOME/notes.txt; exit 0\" TERM; "
+          "while :; do echo draft >> $HOME/notes.txt; sleep 0.05; done'")
+
+
+async def test_a_deleted_session_lets_its_application_write_last_and_keeps_it(
+        api: FakeKube, kube: Kube, controllers, tmp_path: Path) -> None:
+    """The finalizer's sync, for real: deleting the Session stops the pod gracefully, the
+    application gets SIGTERM and writes what it held, and the Session (with its finalizer) goes
+    only after the pod is gone; what was written just before is on the user's volume."""
+    kubelet = RestartingKubelet(api, agents=True, volumes=tmp_path / "volumes", app=WRITER)
+    try:
+        await controllers(pod=replace(PodSettings(), agent_port=free_port()))
+        await kube.create(SESSIONS, objects.session_manifest("writer", "erin", "gimp"))
+        await eventually(lambda: status(api, "writer").get("phase") == "running", timeout=60)
+        notes = kubelet.volumes / objects.pvc_name("erin") / "notes.txt"
+        await eventually(lambda: notes.exists() and notes.read_text().count("draft") > 3)
+        await kube.delete(SESSIONS, "writer")
+        await eventually(lambda: api.get("sessions", NAMESPACE, "writer") is None, timeout=60)
+        assert "writer" in kubelet.stopped  # a graceful stop, before the Session went
+        lines = notes.read_text().splitlines()
+        assert lines[-1] == "final", lines[-5:]  # it wrote last, and nothing after
+    finally:
+        await kubelet.close()

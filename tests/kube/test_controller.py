@@ -53,8 +53,29 @@ async def test_existing_pvc_is_success(api: FakeKube, kubelet: FakeKubelet, kube
     await controllers()
     await kube.create(SESSIONS, objects.session_manifest("s2", "bob", "inkscape"))
     await eventually(lambda: phase(api, "s2") == "running")
-    assert api.get("persistentvolumeclaims", NAMESPACE, "user-storage-bob")["spec"][
+    assert api.get("persistentvolumeclaims", NAMESPACE, objects.pvc_name("bob"))["spec"][
         "resources"]["requests"]["storage"] == "5Gi"
+
+
+async def test_a_volume_recorded_for_another_user_is_never_mounted(
+        api: FakeKube, kubelet: FakeKubelet, kube: Kube, controllers) -> None:
+    """Whatever made it (an older version, an operator, a collision), a volume whose recorded
+    owner is not the Session's user, or that records none, fails the Session and no pod mounts it."""
+    stolen = objects.user_pvc("mallory", "5Gi", "standard")
+    stolen["metadata"]["name"] = objects.pvc_name("carol")  # named like Carol's, recorded Mallory's
+    await kube.create(PVCS, stolen)
+    unrecorded = objects.user_pvc("dave", "5Gi", "standard")
+    del unrecorded["metadata"]["annotations"]
+    await kube.create(PVCS, unrecorded)
+    await controllers()
+    await kube.create(SESSIONS, objects.session_manifest("s3", "carol", "gimp"))
+    await kube.create(SESSIONS, objects.session_manifest("s4", "dave", "gimp"))
+    for name in ("s3", "s4"):
+        await eventually(lambda: phase(api, name) == "failed")
+        status = api.get("sessions", NAMESPACE, name)["status"]
+        assert status["conditions"][0]["reason"] == "VolumeNotYours", status
+        assert "never mounted for anybody else" in status["message"]
+        assert api.get("pods", NAMESPACE, name) is None
 
 
 async def test_failures_are_named_fast(api: FakeKube, kubelet: FakeKubelet, kube: Kube,

@@ -136,7 +136,8 @@ CONTROLLER_PERMISSIONS = {
     *(("streaming.platform", "sessions", v) for v in ("list", "watch", "patch", "delete")),
     ("streaming.platform", "sessions/status", "patch"),
     *(("", "pods", v) for v in ("get", "list", "watch", "create", "patch", "delete")),
-    ("", "secrets", "create"), ("", "persistentvolumeclaims", "create"), ("", "events", "create"),
+    ("", "secrets", "create"), ("", "events", "create"),
+    *(("", "persistentvolumeclaims", v) for v in ("create", "get")),  # get: whose it is
     *(("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")),
 }
 

@@ -16,6 +16,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.identity import user_hash
 from gateway.kube import objects
 from gateway.kube.objects import ManifestError, Placement, PodSettings
 from tests.kube.fakeapi import CRD_PATH, KINDS, strict_validator
@@ -47,7 +48,11 @@ def test_user_label_is_always_a_dns_label(user_id: str) -> None:
 
 
 def test_user_labels_do_not_collide() -> None:
-    assert objects.user_label("alice") == "alice"
+    # The review's pairs: a valid DNS label that is exactly what another id escaped to, and
+    # two spellings that differ in letter case only (they shared a 32-bit suffix).
+    assert objects.user_label("alice-x-org-1facc80f") != objects.user_label("alice@x.org")
+    assert objects.user_label("AlIcE.smIth@EXAmple.org") != objects.user_label("ALice.sMiTh@eXAMPle.org")
+    assert objects.user_label("alice").startswith("alice-")
     assert objects.user_label("Alice") != objects.user_label("alice")
     assert objects.user_label("a.b") != objects.user_label("a-b")
     with pytest.raises(ManifestError):
@@ -151,7 +156,8 @@ def test_pod_template_details() -> None:
     assert defaults == {"requests": {"cpu": "1", "memory": "2Gi"},
                         "limits": {"cpu": "2", "memory": "4Gi"}}
     volumes = {v["name"]: v for v in manifest["spec"]["volumes"]}
-    assert volumes["user-storage"]["persistentVolumeClaim"]["claimName"] == "user-storage-alice"
+    assert volumes["user-storage"]["persistentVolumeClaim"]["claimName"] == objects.pvc_name("alice")
+    assert objects.pvc_name("alice") == f"user-storage-alice-{user_hash('alice')}"
     assert volumes["temp-storage"]["emptyDir"] == {"sizeLimit": "1Gi"}
     assert volumes["x11"]["emptyDir"]["medium"] == "Memory"
     assert volumes["agent-token"]["secret"]["secretName"] == "s1-agent"
@@ -192,7 +198,7 @@ def test_cloud_storage_sidecar_is_unprivileged_and_flushes_last() -> None:
     assert all("mountPropagation" not in m for m in sidecar["volumeMounts"])
     assert "trap" in sidecar["command"][-1] and "rclone copy" in sidecar["command"][-1]
     volumes = {v["name"]: v for v in spec["volumes"]}
-    assert volumes["rclone-config"]["secret"]["secretName"] == "rclone-alice"
+    assert volumes["rclone-config"]["secret"]["secretName"] == f"rclone-alice-{user_hash('alice')}"
     for container in spec["containers"]:
         assert "/data/cloud" in {m["mountPath"] for m in container["volumeMounts"]}
     assert sidecar["securityContext"]["readOnlyRootFilesystem"] is True

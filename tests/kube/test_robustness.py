@@ -201,7 +201,7 @@ async def test_any_health_answer_gives_a_count_in_time(pod: PodServer, monitor: 
     pod.answer = answer
     async with monitor.client() as http:
         async with asyncio.timeout(TIMEOUT + 2):  # bounded, whatever the pod does
-            viewers = await monitor._viewers(http, pod.endpoint())
+            viewers, _ = await monitor._activity(http, pod.endpoint())
     want = expected(answer)
     assert viewers == want or (answer.mode == "slow" and viewers == 0), (viewers, want)
     assert pod.elsewhere == 0  # a redirect is never followed
