@@ -3,36 +3,40 @@ aiortc client, with the agent's stage budget and Chromium's own receive figures.
 
     python -m bench.browser_latency [--flashes 40] [--motion-seconds 10] [--size 1920x1080]
                                     [--transport webrtc] [--variants default,no-playout-delay]
-                                    [--aiortc-flashes 40] [--details out.json] [--quick]
+                                    [--no-aiortc] [--scale-to WxH] [--details out.json] [--quick]
 
-A real gateway (local spawner, token mode, loopback) runs one session on a bare X display
-(openbox, no application window: the "application" is `sleep`). Chromium (playwright, the
-tests' flags) opens the real viewer page; bench/browser_probe.js, injected before the page's
-scripts, watches the decoded picture without changing what the viewer does.
+Subjects: one Chromium page per variant (--variants; see VARIANTS, or `agent@GITREF` for the
+agent of another commit) and the aiortc client (bench/marker_client.py, on the first
+variant's agent). Each subject has a session of its own: a real gateway (local spawner, token
+mode, loopback) running the agent on a bare X display (openbox, no application window: the
+"application" is `sleep`), 1920x1080 by default and shown 1:1 in the page. Chromium
+(playwright, the tests' flags) opens the real viewer page; bench/browser_probe.js, injected
+before the page's scripts, watches the decoded picture without changing what the viewer does.
 
-Flashes: after a random pause (0.2–2.5 s, so that some flashes come while the agent is still
-sending settle frames and some after a still stretch), the screen is filled with a new colour
-(`time.time()` just before the X request) and the page notes when the probe point (the centre)
-shows it: a poller drawing the video into a 1-pixel canvas about every 4 ms (the figure), and
-requestVideoFrameCallback for the same frame (its presentation and receive times split the
-figure into "until Chromium had the last packet" and "Chromium's receive/decode/render").
-Browser and agent share the machine's clock: the page reports
-`performance.timeOrigin + performance.now()`; the offset to `time.time()` is measured (the
-narrowest of at least 20 bracketed calls) and taken out, and measured again at the end.
+Flashes: after a random pause (0.2–2.5 s: some flashes land among the agent's settle frames,
+some after a still stretch), every subject's screen is filled with a new colour in turn, in
+random order (`time.time()` just before the X request), so the subjects are compared under the
+same machine load (the machine is shared). The page notes when the probe point (the centre)
+shows the colour: a poller reading the current frame about every 4 ms (the figure), and
+requestVideoFrameCallback for the frame (its receive and presentation times split the figure
+into "until Chromium had the last packet", "Chromium's depacketize/decode/hand to the
+compositor" and "until the page sees it"). Page and agent share the machine's clock: the page
+reports `performance.timeOrigin + performance.now()`; the offset to `time.time()` is measured
+(the narrowest of at least 20 bracketed calls), taken out, and measured again at the end.
 
-Motion: 30 Hz full-screen random rectangles for --motion-seconds; frames decoded (getStats)
-and presented (requestVideoFrameCallback) per second, agent and Chromium CPU (% of one core).
+Motion: 30 Hz full-screen random rectangles for --motion-seconds, one subject after another;
+frames presented (requestVideoFrameCallback; the figure) and decoded (getStats) per second,
+the agent's and Chromium's CPU (% of one core). getStats() figures (jitter buffer, decode,
+freezes, NACK/PLI, loss) are recorded for the flashes and the motion.
 
 The agent's /metrics stage histograms (damage → grab → convert → encode → handed to aiortc →
 sent) give each stage's median over the flashes (interpolated within buckets), so the gap
-between the agent's work and what the page sees is visible. The aiortc client
-(bench/marker_client.py) then measures the same flashes on the same session.
+between the agent's work and what the page sees is visible.
 
---variants runs the whole measurement once per variant, each with a fresh gateway and session,
-one after another in the same run (A/B on the same machine load): see VARIANTS. The first
-variant's figures are the ones judged against the targets; the others are printed next to them.
---transport names how the viewer receives video (today only `webrtc`; the WebSocket/WebCodecs
-transport of a later issue is a second entry in TRANSPORTS).
+The first variant's figures are judged against the targets; the other variants' and the
+aiortc client's are printed next to them. --transport names how the viewer receives video
+(today only `webrtc`; the WebSocket/WebCodecs transport of a later issue is a second entry
+in TRANSPORTS: a viewer URL query and the element the probe reads).
 
 Prints one JSON object per figure (bench/figures.py), `load_average` in each.
 """
@@ -48,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -59,7 +64,7 @@ import aioice.ice  # noqa: E402
 
 import bench.marker_client  # noqa: E402,F401  (frames complete on the marker bit, as in a browser)
 from bench.figures import figure  # noqa: E402
-from bench.session_harness import (CpuMeter, Gateway, agent_at, bucket_quantile, chromium,  # noqa: E402
+from bench.session_harness import (TOKEN, CpuMeter, Gateway, agent_at, bucket_quantile, chromium,  # noqa: E402
                                    chromium_pids, histograms, load_average)
 from bench.xpaint import PAINTER, Flasher  # noqa: E402
 from tests.whep_client import Viewer  # noqa: E402
@@ -106,12 +111,15 @@ class Variant:
     agent_env: dict[str, str] = field(default_factory=dict)
     offer_edit: Callable[[str], str] | None = None  # the viewer's offer as the agent gets it
     agent_ref: str | None = None                     # run the agent of this git commit instead
+    probe: str = "videoframe"                        # how the page reads the picture (browser_probe.js)
 
 
 VARIANTS = {v.name: v for v in (
     Variant("default", "agent and viewer as they are"),
     Variant("no-playout-delay", "the viewer's offer reaches the agent without the playout-delay extension, "
             "so it is not negotiated (the agent before issue 11)", offer_edit=without_extmap(PLAYOUT_DELAY_URI)),
+    Variant("drawimage", "the probe reads the picture with drawImage (as the issue's harness did), "
+            "which converts each new frame to RGB on the page's main thread", probe="drawimage"),
     Variant("refresh-0.1", "AGENT_REFRESH=0.1: a repeat frame every 100 ms", {"AGENT_REFRESH": "0.1"}),
 )}
 
@@ -206,42 +214,6 @@ def stage_medians(before: str, after: str) -> dict[str, float | None]:
     return out
 
 
-async def chromium_flashes(page, flasher: Flasher, count: int, rng: random.Random, offset_ms: float,
-                           probe: tuple[int, int]) -> list[dict[str, Any]]:
-    results = []
-    palette = colours(rng)
-    last = time.monotonic()
-    for i in range(count):
-        await asyncio.sleep(rng.uniform(0.2, 2.5))
-        rgb = next(palette)
-        await page.evaluate("([c, x, y, t]) => __probe.arm(c, x, y, t)", [list(rgb), *probe, TOLERANCE])
-        still_s = time.monotonic() - last
-        t0 = flasher.flash(rgb) * 1000 + offset_ms   # in the page's clock
-        last = time.monotonic()
-        r = await page.evaluate(f"__probe.wait({FLASH_TIMEOUT_S * 1000})")
-        if r is None or r["poll"] is None:
-            raise RuntimeError(f"flash {i}: the page never showed {rgb} (probe {r})")
-        frame = r["frame"] or {}
-        ms = lambda t: None if t is None else round(t - t0, 2)  # noqa: E731
-        results.append({"poll_ms": ms(r["poll"]), "still_s": round(still_s, 3), "polls": r["polls"],
-                        **{f"{k}_ms": ms(frame.get(k)) for k in ("callback", "ran", "presentation", "expectedDisplay",
-                                                                  "receive", "capture")},
-                        "processing_ms": frame.get("processingMs")})
-    return results
-
-
-async def aiortc_flashes(viewer: Viewer, flasher: Flasher, count: int, rng: random.Random) -> list[float]:
-    palette = colours(rng)
-    out = []
-    for i in range(count):
-        await asyncio.sleep(rng.uniform(0.2, 2.5))
-        rgb = next(palette)
-        t0 = flasher.flash(rgb)
-        await viewer.wait_for(lambda f: _close(_centre(f), rgb), timeout=FLASH_TIMEOUT_S)
-        out.append((time.time() - t0) * 1000)
-    return out
-
-
 def _centre(frame) -> tuple[int, int, int]:
     tiny = frame.reformat(width=32, height=18, format="rgb24").to_ndarray()
     return tuple(int(v) for v in tiny[9, 16])
@@ -251,159 +223,228 @@ def _close(a, b) -> bool:
     return all(abs(x - y) <= TOLERANCE for x, y in zip(a, b))
 
 
-async def measure(variant: Variant, transport: Transport, args, browser) -> dict[str, Any]:
-    tree = tempfile.TemporaryDirectory(prefix="bench-agent-") if variant.agent_ref else None
-    agent_tree = agent_at(variant.agent_ref, Path(tree.name)) if tree else None
-    gateway = Gateway(size=args.size, app_command="sleep 86400", agent_env=variant.agent_env, agent_tree=agent_tree)
-    flasher = None
-    try:
-        sid = await gateway.start_session()
-        agent = gateway.agent(sid)
-        flasher = Flasher(agent.display)
-        flasher.flash((0, 0, 0))
-        page = await browser.new_page(viewport={"width": 1280, "height": 800})
+class Subject:
+    """One viewer of a session of its own (gateway, agent, X display): a Chromium page showing
+    the real viewer, or the aiortc client. Every subject is flashed in turn, so all of them
+    are measured under the same machine load."""
+
+    def __init__(self, variant: Variant, kind: str, seed: int) -> None:
+        self.variant, self.kind = variant, kind
+        self.label = variant.name if kind == "chromium" else f"aiortc client ({variant.name} agent)"
+        self.palette = colours(random.Random(seed))
+        self.flashes: list[dict[str, Any]] = []
+        self.last = time.monotonic()
+        self.page = self.viewer = None
+        self.offset_ms = 0.0
+
+    async def start(self, stack: AsyncExitStack, browser, transport: Transport, args) -> None:
+        if self.variant.agent_ref:
+            tree = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-agent-"))
+            agent_tree = agent_at(self.variant.agent_ref, Path(tree))
+        else:
+            agent_tree = None
+        self.gateway = Gateway(size=args.size, app_command="sleep 86400", agent_env=self.variant.agent_env,
+                               agent_tree=agent_tree)
+        stack.callback(self.gateway.stop)
+        self.sid = await self.gateway.start_session()
+        self.agent = self.gateway.agent(self.sid)
+        self.flasher = Flasher(self.agent.display)
+        stack.callback(self.flasher.close)
+        self.flasher.flash((0, 0, 0))
+        width, height = self.flasher.size
+        self.probe = (width // 2, height // 2)
+        if self.kind == "aiortc":
+            self.viewer = Viewer(self.gateway.base, token=TOKEN)
+            stack.push_async_callback(self.viewer.close)
+            await self.viewer.connect(f"/streaming/{self.sid}/whep")
+            await self.viewer.wait_for(lambda f: True, timeout=30)
+            return
+        # A browser context of its own: the gateways share 127.0.0.1, and cookies ignore ports.
+        context = await browser.new_context(viewport={"width": 1280, "height": 800})
+        stack.push_async_callback(context.close)
+        page = self.page = await context.new_page()
         await page.add_init_script(PROBE_JS)
-        if variant.offer_edit is not None:
+        if self.variant.offer_edit is not None:
+            edit = self.variant.offer_edit
+
             async def edit_offer(route):
-                request = route.request
-                if request.method == "POST":
-                    await route.continue_(post_data=variant.offer_edit(request.post_data))
+                if route.request.method == "POST":
+                    await route.continue_(post_data=edit(route.request.post_data))
                 else:
                     await route.continue_()
             await page.route(re.compile(r".*/whep$"), edit_offer)
-        await page.goto(gateway.viewer_url(sid, transport.query))
+        await page.goto(self.gateway.viewer_url(self.sid, transport.query))
         await page.wait_for_function("window.viewer && window.viewer.state === 'connected'", timeout=60_000)
         # The picture 1:1 in the page, as in a window the display was fitted to (no scaling).
         toolbar = await page.evaluate("document.getElementById('screen').getBoundingClientRect().top")
-        width, height = flasher.size
-        if args.scale_to:
-            await page.set_viewport_size({"width": args.scale_to[0], "height": args.scale_to[1]})
-        else:
-            await page.set_viewport_size({"width": width, "height": height + int(toolbar)})
-        await page.evaluate("(s) => __probe.attach(s)", transport.element)
+        size = args.scale_to or (width, height + int(toolbar))
+        await page.set_viewport_size({"width": size[0], "height": size[1]})
+        await page.evaluate("([s, m]) => __probe.attach(s, m)", [transport.element, self.variant.probe])
         await page.wait_for_function("__probe.playing()", timeout=60_000)
-        offset_ms, offset_bound = await clock_offset_ms(page)
-        rng = random.Random(args.seed)
+        self.offset_ms, self.offset_bound_ms = await clock_offset_ms(page)
 
-        m0, s0 = agent.metrics(), await page.evaluate("__probe.stats()")
-        flashes = await chromium_flashes(page, flasher, args.flashes, rng, offset_ms, (width // 2, height // 2))
-        m1, s1 = agent.metrics(), await page.evaluate("__probe.stats()")
-        offset_end_ms, _ = await clock_offset_ms(page)
+    async def stats(self) -> dict | None:
+        return await self.page.evaluate("__probe.stats()") if self.page else None
 
-        painter = subprocess.Popen([sys.executable, "-c", PAINTER, agent.display, str(args.motion_seconds + 1)])
-        await asyncio.sleep(1)
-        agent_cpu, browser_cpu = CpuMeter([agent.pid]), CpuMeter(chromium_pids())
-        s2, p2, t2 = await page.evaluate("__probe.stats()"), await page.evaluate("__probe.frames"), time.monotonic()
-        m2 = agent.metrics()
-        agent_cpu.start(), browser_cpu.start()
-        await asyncio.sleep(args.motion_seconds - 1)
-        motion_agent, motion_browser = agent_cpu.stop(), browser_cpu.stop()
-        s3, p3, t3 = await page.evaluate("__probe.stats()"), await page.evaluate("__probe.frames"), time.monotonic()
-        m3 = agent.metrics()
-        painter.wait()
-        motion = stats_delta(s2, s3)
-        seconds = t3 - t2
-        await page.close()
+    async def flash(self) -> None:
+        rgb = next(self.palette)
+        if self.page:
+            await self.page.evaluate("([c, x, y, t]) => __probe.arm(c, x, y, t)", [list(rgb), *self.probe, TOLERANCE])
+        still_s = time.monotonic() - self.last
+        t0 = self.flasher.flash(rgb)
+        self.last = time.monotonic()
+        if self.viewer:
+            await self.viewer.wait_for(lambda f: _close(_centre(f), rgb), timeout=FLASH_TIMEOUT_S)
+            self.flashes.append({"poll_ms": round((time.time() - t0) * 1000, 2), "still_s": round(still_s, 3)})
+            return
+        t0 = t0 * 1000 + self.offset_ms  # in the page's clock
+        r = await self.page.evaluate(f"__probe.wait({FLASH_TIMEOUT_S * 1000})")
+        if r is None or r["poll"] is None:
+            raise RuntimeError(f"{self.label}: the page never showed {rgb} (probe {r})")
+        frame = r["frame"] or {}
+        ms = lambda t: None if t is None else round(t - t0, 2)  # noqa: E731
+        self.flashes.append({"poll_ms": ms(r["poll"]), "still_s": round(still_s, 3), "polls": r["polls"],
+                             **{f"{k}_ms": ms(frame.get(k)) for k in ("callback", "ran", "presentation",
+                                                                       "expectedDisplay", "receive", "capture")},
+                             "processing_ms": frame.get("processingMs")})
 
-        aiortc = []
-        if args.aiortc_flashes:
+    async def motion(self, seconds: float) -> dict[str, Any]:
+        """30 Hz full-screen motion on this subject's display: frames, CPU, stage medians."""
+        painter = subprocess.Popen([sys.executable, "-c", PAINTER, self.agent.display, str(seconds + 1)])
+        try:
             await asyncio.sleep(1)
-            viewer = Viewer(gateway.base, token="bench-token")
-            try:
-                await viewer.connect(f"/streaming/{sid}/whep")
-                await viewer.wait_for(lambda f: True, timeout=30)
-                aiortc = await aiortc_flashes(viewer, flasher, args.aiortc_flashes, random.Random(args.seed + 1))
-            finally:
-                await viewer.close()
-        poll = [f["poll_ms"] for f in flashes]
-        return {
-            "variant": variant.name, "note": variant.note, "transport": transport.name,
-            "clock_offset_ms": offset_ms, "clock_offset_bound_ms": offset_bound, "clock_offset_end_ms": offset_end_ms,
-            "glass_ms": summary(poll),
-            "glass_after_still_ms": summary([f["poll_ms"] for f in flashes if f["still_s"] >= 2.1]),
-            "glass_during_settle_ms": summary([f["poll_ms"] for f in flashes if f["still_s"] < 0.3]),
-            "frame_presented_ms": summary([f["presentation_ms"] for f in flashes if f["presentation_ms"] is not None]),
-            "last_packet_received_ms": summary([f["receive_ms"] for f in flashes if f["receive_ms"] is not None]),
-            "received_to_presented_ms": summary([f["presentation_ms"] - f["receive_ms"] for f in flashes
-                                                 if f["presentation_ms"] is not None and f["receive_ms"] is not None]),
-            "presented_to_polled_ms": summary([f["poll_ms"] - f["presentation_ms"] for f in flashes
-                                               if f["presentation_ms"] is not None]),
-            "stages_ms": stage_medians(m0, m1),
-            "stages_motion_ms": stage_medians(m2, m3),
-            "getstats_flashes": stats_delta(s0, s1),
-            "getstats_motion": motion,
-            "motion_fps_decoded": round((motion.get("frames_decoded") or 0) / seconds, 2),
-            "motion_fps_presented": round((p3 - p2) / seconds, 2),
-            "motion_agent_cpu_percent": round(motion_agent, 1),
-            "motion_chromium_cpu_percent": round(motion_browser, 1),
-            "aiortc_glass_ms": summary(aiortc),
-            "load_average": load_average(),
-            "flashes": flashes,
-        }
-    finally:
-        if flasher is not None:
-            flasher.close()
-        gateway.stop()
-        if tree is not None:
-            tree.cleanup()
+            agent_cpu, browser_cpu = CpuMeter([self.agent.pid]), CpuMeter(chromium_pids())
+            s0, p0, m0, t0 = await self.stats(), await self.page.evaluate("__probe.frames"), self.agent.metrics(), time.monotonic()
+            agent_cpu.start(), browser_cpu.start()
+            await asyncio.sleep(seconds - 1)
+            agent_percent, browser_percent = agent_cpu.stop(), browser_cpu.stop()
+            s1, p1, m1, t1 = await self.stats(), await self.page.evaluate("__probe.frames"), self.agent.metrics(), time.monotonic()
+        finally:
+            painter.wait()
+        getstats = stats_delta(s0, s1)
+        return {"motion_fps_decoded": round((getstats.get("frames_decoded") or 0) / (t1 - t0), 2),
+                "motion_fps_presented": round((p1 - p0) / (t1 - t0), 2),
+                "motion_agent_cpu_percent": round(agent_percent, 1),
+                "motion_chromium_cpu_percent": round(browser_percent, 1),
+                "stages_motion_ms": stage_medians(m0, m1), "getstats_motion": getstats}
+
+    def results(self) -> dict[str, Any]:
+        f = self.flashes
+        both = lambda a, b: [x[a] - x[b] for x in f if x.get(a) is not None and x.get(b) is not None]  # noqa: E731
+        out = {"subject": self.label, "variant": self.variant.name, "note": self.variant.note, "kind": self.kind,
+               "glass_ms": summary([x["poll_ms"] for x in f]),
+               "glass_after_still_ms": summary([x["poll_ms"] for x in f if x["still_s"] >= 2.0])}
+        if self.page:
+            # requestVideoFrameCallback reports the newest frame at each rendering update: when
+            # a settle frame followed the flash's first frame before one, the callback describes
+            # the settle frame. Its times split the figure only where the callback ran no later
+            # than the poller saw the colour (then it is the frame the poller saw).
+            f = [x for x in f if x.get("ran_ms") is not None and x["ran_ms"] <= x["poll_ms"] + 1]
+            out.update({
+                "clock_offset_ms": self.offset_ms, "clock_offset_bound_ms": self.offset_bound_ms,
+                "frame_presented_ms": summary([x["presentation_ms"] for x in f]),
+                "last_packet_received_ms": summary([x["receive_ms"] for x in f if x["receive_ms"] is not None]),
+                "received_to_presented_ms": summary(both("presentation_ms", "receive_ms")),
+                "presented_to_polled_ms": summary(both("poll_ms", "presentation_ms")),
+            })
+        return out
+
+
+async def measure(names: list[str], transport: Transport, args) -> list[dict[str, Any]]:
+    subjects = [Subject(variant(n), "chromium", args.seed + i) for i, n in enumerate(names)]
+    if args.aiortc:
+        subjects.append(Subject(subjects[0].variant, "aiortc", args.seed + 100))
+    async with AsyncExitStack() as stack:
+        browser = await stack.enter_async_context(chromium())
+        for s in subjects:
+            await s.start(stack, browser, transport, args)
+        rng = random.Random(args.seed)
+        before = [(s.agent.metrics(), await s.stats()) for s in subjects]
+        for _ in range(args.flashes):
+            # A random pause (some flashes land among settle frames, some after a still
+            # stretch), then every subject once, in random order, back to back.
+            await asyncio.sleep(rng.uniform(0.2, 2.5))
+            for s in rng.sample(subjects, len(subjects)):
+                await s.flash()
+        load = load_average()
+        results = []
+        for s, (m0, s0) in zip(subjects, before):
+            r = s.results()
+            r.update(stages_ms=stage_medians(m0, s.agent.metrics()), getstats_flashes=stats_delta(s0, await s.stats()),
+                     load_average=load)
+            if s.page:
+                r["clock_offset_end_ms"] = (await clock_offset_ms(s.page))[0]
+            results.append(r)
+        for s, r in zip(subjects, results):
+            if s.page and args.motion_seconds > 0:
+                r.update(await s.motion(args.motion_seconds), motion_load_average=load_average())
+        for s, r in zip(subjects, results):
+            r["flashes"] = s.flashes
+        return results
 
 
 def report(results: list[dict[str, Any]], args) -> list[dict[str, Any]]:
-    first, others = results[0], results[1:]
-    prefix = f"browser.{first['transport']}"
+    browsers = [r for r in results if r["kind"] == "chromium"]
+    first, others = browsers[0], browsers[1:]
+    aiortc = next((r for r in results if r["kind"] == "aiortc"), None)
     pick = {
         "glass_p50_ms": lambda r: r["glass_ms"]["p50"],
         "glass_p95_ms": lambda r: r["glass_ms"]["p95"],
         "glass_max_ms": lambda r: r["glass_ms"]["max"],
-        "motion_fps": lambda r: r["motion_fps_presented"],
-        "motion_agent_cpu_percent": lambda r: r["motion_agent_cpu_percent"],
+        "motion_fps": lambda r: r.get("motion_fps_presented"),
+        "motion_agent_cpu_percent": lambda r: r.get("motion_agent_cpu_percent"),
     }
-    aiortc = {"glass_p50_ms": "p50", "glass_p95_ms": "p95", "glass_max_ms": "max"}
+    presented = {"glass_p50_ms": "p50", "glass_p95_ms": "p95", "glass_max_ms": "max"}
     rows = []
     for name, (unit, target, lower) in TARGETS.items():
-        extra: dict[str, Any] = {"variant": first["variant"], "size": args.size, "load_average": first["load_average"]}
-        if name in aiortc and first["aiortc_glass_ms"]:
-            extra["aiortc_client"] = first["aiortc_glass_ms"][aiortc[name]]
+        value = pick[name](first)
+        if value is None:
+            continue
+        extra: dict[str, Any] = {"variant": first["variant"], "transport": args.transport, "size": args.size,
+                                 "load_average": first["load_average"]}
+        if name in presented:
+            extra["frame_presented"] = first["frame_presented_ms"][presented[name]]
+            if aiortc:
+                extra["aiortc_client"] = aiortc["glass_ms"][presented[name]]
         if name == "glass_p50_ms":
             extra.update(flashes=first["glass_ms"]["n"], stages_median_ms=first["stages_ms"],
+                         last_packet_received_ms=first["last_packet_received_ms"]["p50"],
                          getstats=first["getstats_flashes"], clock_offset_ms=first["clock_offset_ms"])
         if name == "motion_fps":
             extra.update(decoded_fps=first["motion_fps_decoded"], getstats=first["getstats_motion"],
-                         seconds=args.motion_seconds)
+                         seconds=args.motion_seconds, load_average=first["motion_load_average"])
         if name == "motion_agent_cpu_percent":
             extra.update(chromium_cpu_percent=first["motion_chromium_cpu_percent"],
-                         stages_median_ms=first["stages_motion_ms"])
+                         stages_median_ms=first["stages_motion_ms"], load_average=first["motion_load_average"])
         if others:
             extra["variants"] = {r["variant"]: pick[name](r) for r in others}
-        rows.append(figure(f"{prefix}.{name}", pick[name](first), unit, target, lower, **extra))
+        rows.append(figure(f"browser.{args.transport}.{name}", value, unit, target, lower, **extra))
     return rows
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--flashes", type=int, default=40)
-    parser.add_argument("--aiortc-flashes", type=int, default=40, help="0: skip the aiortc client")
-    parser.add_argument("--motion-seconds", type=float, default=10)
+    parser.add_argument("--flashes", type=int, default=40, help="flashes per subject")
+    parser.add_argument("--aiortc", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure the aiortc client (a session of its own, the first variant's agent)")
+    parser.add_argument("--motion-seconds", type=float, default=10, help="0: no motion phase")
     parser.add_argument("--size", default="1920x1080")
     parser.add_argument("--transport", choices=sorted(TRANSPORTS), default="webrtc")
     parser.add_argument("--variants", default="default,no-playout-delay",
-                        help=f"comma-separated, from: {', '.join(VARIANTS)}; the first is judged")
+                        help=f"comma-separated, from: {', '.join(VARIANTS)}, or agent@GITREF; the first is judged")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--scale-to", type=lambda v: tuple(int(x) for x in v.split("x")),
                         help="page viewport WxH (the picture scaled into it); default: the picture 1:1")
-    parser.add_argument("--details", type=Path, help="write every variant's full results (each flash) here")
-    parser.add_argument("--quick", action="store_true", help="12 flashes, 5 s of motion, one variant")
+    parser.add_argument("--details", type=Path, help="write every subject's results (each flash) here as JSON")
+    parser.add_argument("--quick", action="store_true", help="12 flashes, 5 s of motion, the first variant only")
     args = parser.parse_args()
     names = args.variants.split(",")
     if args.quick:
-        args.flashes, args.aiortc_flashes, args.motion_seconds, names = 12, 12, 5, names[:1]
+        args.flashes, args.motion_seconds, names = 12, 5, names[:1]
     unknown = [n for n in names if n not in VARIANTS and not n.startswith("agent@")]
     if unknown:
-        parser.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
-    results = []
-    async with chromium() as browser:
-        for name in names:
-            results.append(await measure(variant(name), TRANSPORTS[args.transport], args, browser))
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}, agent@GITREF")
+    results = await measure(names, TRANSPORTS[args.transport], args)
     if args.details:
         args.details.write_text(json.dumps(results, indent=1))
     for row in report(results, args):

@@ -30,55 +30,87 @@
     frames: 0,     // frames presented (requestVideoFrameCallback)
   };
 
-  function sample(source, x, y) {
+  // drawImage: the way a page would read pixels; on a <video> it converts the whole frame
+  // to RGB on the main thread (milliseconds at 1080p, once per new frame).
+  async function drawImageSample(source, x, y) {
     ctx.drawImage(source, x, y, 1, 1, 0, 0, 1, 1);
     const d = ctx.getImageData(0, 0, 1, 1).data;
     return [d[0], d[1], d[2]];
   }
+
+  // VideoFrame: the same current frame, but only 2×2 pixels of its planes are copied, so the
+  // probe costs the machine (2 cores, shared with the agent) next to nothing.
+  async function videoFrameSample(source, x, y) {
+    const frame = new VideoFrame(source);
+    try {
+      const rect = { x: x & ~1, y: y & ~1, width: 2, height: 2 };
+      const buf = new Uint8Array(frame.allocationSize({ rect }));
+      const layout = await frame.copyTo(buf, { rect });
+      return toRgb(frame.format, buf, layout);
+    } finally {
+      frame.close();
+    }
+  }
+
+  function toRgb(format, buf, layout) {
+    if (/^(RGB|BGR)/.test(format)) {
+      const o = layout[0].offset;
+      return format.startsWith('RGB') ? [buf[o], buf[o + 1], buf[o + 2]] : [buf[o + 2], buf[o + 1], buf[o]];
+    }
+    // I420 / I420A / NV12, limited range BT.601 (what swscale wrote at the agent).
+    const y = buf[layout[0].offset];
+    const u = buf[layout[1].offset];
+    const v = format === 'NV12' ? buf[layout[1].offset + 1] : buf[layout[2].offset];
+    const c = 1.164 * (y - 16);
+    const clamp = (n) => Math.max(0, Math.min(255, Math.round(n)));
+    return [clamp(c + 1.596 * (v - 128)), clamp(c - 0.392 * (u - 128) - 0.813 * (v - 128)), clamp(c + 2.017 * (u - 128))];
+  }
+
+  let sample = videoFrameSample;
 
   function matches(rgb, want, tolerance) {
     return Math.abs(rgb[0] - want[0]) <= tolerance && Math.abs(rgb[1] - want[1]) <= tolerance
       && Math.abs(rgb[2] - want[2]) <= tolerance;
   }
 
-  function poll() {
+  async function poll() {
     const a = state.armed;
     if (!a || a.poll !== null) return;
     a.polls += 1;
-    // The time before drawing: the frame was there by then. Drawing the first poll of a new
-    // frame converts the whole frame to RGB (milliseconds), the probe's own cost, not the stream's.
+    // The time before reading: the frame was there by then (reading takes the probe's time).
     const t = epoch(performance.now());
-    try {
-      if (matches(sample(state.element, a.x, a.y), a.rgb, a.tolerance)) a.poll = t;
-    } catch (err) { /* no frame yet */ }
-    if (a.poll === null) setTimeout(poll, 0);
+    let rgb = null;
+    try { rgb = await sample(state.element, a.x, a.y); } catch (err) { /* no frame yet */ }
+    if (a !== state.armed) return;
+    if (rgb && matches(rgb, a.rgb, a.tolerance)) a.poll = t;
+    else setTimeout(poll, 0);
   }
 
-  function onFrame(now, md) {
+  async function onFrame(now, md) {
     state.frames += 1;
-    const a = state.armed;
-    if (a && a.frame === null) {
-      const ran = epoch(performance.now());
-      try {
-        if (matches(sample(state.element, a.x, a.y), a.rgb, a.tolerance)) {
-          a.frame = {
-            callback: epoch(now),
-            ran,
-            presentation: epoch(md.presentationTime),
-            expectedDisplay: epoch(md.expectedDisplayTime),
-            receive: epoch(md.receiveTime),
-            capture: epoch(md.captureTime),
-            processingMs: md.processingDuration === undefined ? null : md.processingDuration * 1000,
-            rtpTimestamp: md.rtpTimestamp === undefined ? null : md.rtpTimestamp,
-          };
-        }
-      } catch (err) { /* no frame yet */ }
-    }
     state.element.requestVideoFrameCallback(onFrame);
+    const a = state.armed;
+    if (!a || a.frame !== null) return;
+    const ran = epoch(performance.now());
+    let rgb = null;
+    try { rgb = await sample(state.element, a.x, a.y); } catch (err) { /* no frame yet */ }
+    if (a !== state.armed || a.frame !== null || !rgb || !matches(rgb, a.rgb, a.tolerance)) return;
+    a.frame = {
+      callback: epoch(now),
+      ran,
+      presentation: epoch(md.presentationTime),
+      expectedDisplay: epoch(md.expectedDisplayTime),
+      receive: epoch(md.receiveTime),
+      capture: epoch(md.captureTime),
+      processingMs: md.processingDuration === undefined ? null : md.processingDuration * 1000,
+      rtpTimestamp: md.rtpTimestamp === undefined ? null : md.rtpTimestamp,
+    };
   }
 
   window.__probe = {
-    attach(selector) {
+    // method: 'videoframe' (default) or 'drawimage' (how the issue's harness read the picture).
+    attach(selector, method = 'videoframe') {
+      sample = method === 'drawimage' ? drawImageSample : videoFrameSample;
       state.element = document.querySelector(selector);
       if (!state.element) throw new Error(`no element ${selector}`);
       state.rvfc = Boolean(state.element.requestVideoFrameCallback);
