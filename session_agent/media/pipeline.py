@@ -173,7 +173,9 @@ class MediaPipeline:
                 key_due = self._keyframe_wanted and now >= self._keyframe_allowed_at
                 refresh_due = now >= state["last"] + self.refresh_s
                 if self._dirty or settle_due or key_due or refresh_due:
-                    wait = state["last"] + self.min_interval - now
+                    # --max-fps caps how often frames start: a change that comes while a frame
+                    # is encoded waits only for the rest of the interval, not a whole one after it.
+                    wait = state["started"] + self.min_interval - now
                     if wait <= 0:
                         # DAMAGE reports every change, so a refresh re-encodes the last frame.
                         capture = self._dirty or settle_due
@@ -199,7 +201,7 @@ class MediaPipeline:
         capture = ScreenCapture(self.display)
         encoders: dict[str, VideoEncoder] = {}
         converted: dict[str, av.VideoFrame] = {}
-        state = {"last": 0.0, "settle": 0, "settle_at": 0.0, "changed": False, "damage_at": 0.0}
+        state = {"started": 0.0, "last": 0.0, "settle": 0, "settle_at": 0.0, "changed": False, "damage_at": 0.0}
         stage = self.metrics.stage
         damage_to_grab, grab_time, convert_time, encode_time = (
             stage["damage_to_grab"], stage["grab"], stage["convert"], stage["encode"])
@@ -254,7 +256,7 @@ class MediaPipeline:
                     convert_time.observe(converting)
                 encode_time.observe(encoding)
                 self.metrics.encode_seconds.observe(finished - started)
-                state["last"] = finished
+                state["started"], state["last"] = started, finished
                 if state["changed"]:
                     state["settle"] = SETTLE_FRAMES
                 elif state["settle"] > 0:
