@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import sys
 import threading
 import time
 from typing import Callable
@@ -31,6 +32,11 @@ SETTLE_FRAMES = 8
 CONVERGED_BYTES = 600
 # Keyframe requests (PLI/FIR from every peer, joins) closer together than this share one.
 KEYFRAME_DEBOUNCE_S = 0.25
+# How long a thread that wants the GIL waits before the running one must hand it over
+# (CPython's default: 5 ms). The watcher, the encode thread and the loop (aiortc packetizing a
+# frame in Python) pass the GIL back and forth at every step of a frame; at 5 ms a woken
+# thread can lose milliseconds per step to whichever runs Python at that moment.
+GIL_SWITCH_S = 0.001
 
 Subscriber = Callable[[av.Packet], None]
 
@@ -76,6 +82,7 @@ class MediaPipeline:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Raises when the display cannot be opened."""
         self._loop = loop
+        sys.setswitchinterval(GIL_SWITCH_S)
         self._size = self._watcher.start()
         self.metrics.bitrate_cap.set(self.bitrate.current_kbps)
         self._thread = threading.Thread(target=self._run, name="encoder", daemon=True)
