@@ -184,8 +184,9 @@ class MediaPipeline:
                     # is encoded waits only for the rest of the interval, not a whole one after it.
                     wait = state["started"] + self.min_interval - now
                     if wait <= 0:
-                        # DAMAGE reports every change, so a refresh re-encodes the last frame.
-                        capture = self._dirty or settle_due
+                        # DAMAGE reports every change, so settle and refresh frames re-encode
+                        # the last capture: the screen is as it was.
+                        capture = self._dirty
                         changed = self._dirty
                         self._dirty = False
                         if key_due:
