@@ -241,12 +241,15 @@ class MediaPipeline:
                         encoder = encoders[codec] = VideoEncoder(kind, cap)
                         keyframe = True
                     src = converted.get(kind.pix_fmt)
-                    t = time.monotonic()
-                    if src is None:
-                        src = frame if frame.format.name == kind.pix_fmt else frame.reformat(format=kind.pix_fmt)
-                        converted[kind.pix_fmt] = src
                     converted_at = time.monotonic()
-                    converting += converted_at - t
+                    if src is None:
+                        if frame.format.name == kind.pix_fmt:
+                            src = frame
+                        else:
+                            src = frame.reformat(format=kind.pix_fmt)
+                            t, converted_at = converted_at, time.monotonic()
+                            converting += converted_at - t
+                        converted[kind.pix_fmt] = src
                     src.pts = pts
                     src.time_base = TIME_BASE
                     packets = self._encode(encoder, src, keyframe, codec)
