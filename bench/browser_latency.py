@@ -21,8 +21,10 @@ shows the colour: a poller reading the current frame about every 4 ms (the figur
 requestVideoFrameCallback for the frame (its receive and presentation times split the figure
 into "until Chromium had the last packet", "Chromium's depacketize/decode/hand to the
 compositor" and "until the page sees it"). Page and agent share the machine's clock: the page
-reports `performance.timeOrigin + performance.now()`; the offset to `time.time()` is measured
-(the narrowest of at least 20 bracketed calls), taken out, and measured again at the end.
+reports `performance.timeOrigin + performance.now()` (the system clock at navigation plus a
+monotonic clock), compared with `time.time()` as it is. As a check the offset between the two
+is measured at the start and at the end (the narrowest of at least 20 bracketed calls) and
+printed (`clock_offset_ms`): it stays within its measuring bound, well under a millisecond.
 
 Motion: 30 Hz full-screen random rectangles for --motion-seconds, one subject after another;
 frames presented (requestVideoFrameCallback; the figure) and decoded (getStats) per second,
@@ -75,6 +77,7 @@ PROBE_JS = (Path(__file__).parent / "browser_probe.js").read_text()
 PLAYOUT_DELAY_URI = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"
 TOLERANCE = 40            # per channel, decoded colour vs painted colour
 FLASH_TIMEOUT_S = 5.0
+MOTION_STRETCH_S = 2.0
 STAGES = ("damage_to_grab", "grab", "convert", "encode", "to_transport", "send")
 
 TARGETS = {  # figure: (unit, target, lower is better); issue 11
@@ -176,11 +179,16 @@ STAT_KEYS = ("framesReceived", "framesDecoded", "framesDropped", "keyFramesDecod
              "packetsLost", "packetsReceived", "retransmittedPacketsReceived", "framesPerSecond")
 
 
-def stats_delta(before: dict | None, after: dict | None) -> dict[str, Any]:
-    """getStats() inbound-rtp over a phase: counts, and per-frame averages in ms."""
-    if not before or not after:
+def stats_delta(pairs: list[tuple[dict | None, dict | None]]) -> dict[str, Any]:
+    """getStats() inbound-rtp over one phase or several (summed): counts, per-frame ms."""
+    pairs = [(b, a) for b, a in pairs if b and a]
+    if not pairs:
         return {}
-    d = {k: after.get(k, 0) - before.get(k, 0) for k in STAT_KEYS if k in after and k != "framesPerSecond"}
+    d: dict[str, float] = {}
+    for before, after in pairs:
+        for k in STAT_KEYS:
+            if k in after and k != "framesPerSecond":
+                d[k] = d.get(k, 0) + after[k] - before.get(k, 0)
     emitted = d.get("jitterBufferEmittedCount") or 0
     decoded = d.get("framesDecoded") or 0
     assembled = d.get("framesAssembledFromMultiplePackets") or 0
@@ -198,18 +206,24 @@ def stats_delta(before: dict | None, after: dict | None) -> dict[str, Any]:
         "pause_count": d.get("pauseCount"), "nack_count": d.get("nackCount"), "pli_count": d.get("pliCount"),
         "fir_count": d.get("firCount"), "packets_lost": d.get("packetsLost"),
         "retransmitted_packets": d.get("retransmittedPacketsReceived"),
-        "decoder": after.get("decoderImplementation"),
+        "decoder": pairs[-1][1].get("decoderImplementation"),
     }
 
 
-def stage_medians(before: str, after: str) -> dict[str, float | None]:
-    """Median ms of each agent stage between two /metrics scrapes."""
-    b = histograms(before, "agent_frame_stage_seconds", "stage")
-    a = histograms(after, "agent_frame_stage_seconds", "stage")
+def stage_medians(pairs: list[tuple[str, str]]) -> dict[str, float | None]:
+    """Median ms of each agent stage over what happened between pairs of /metrics scrapes."""
+    summed: dict[str, dict[float, float]] = {}
+    for before, after in pairs:
+        b = histograms(before, "agent_frame_stage_seconds", "stage")
+        for stage, buckets in histograms(after, "agent_frame_stage_seconds", "stage").items():
+            old = dict(b.get(stage, []))
+            into = summed.setdefault(stage, {})
+            for le, count in buckets:
+                into[le] = into.get(le, 0.0) + count - old.get(le, 0.0)
     out = {}
     for stage in STAGES:
-        if stage in a:
-            q, n = bucket_quantile(b.get(stage, []), a[stage])
+        if stage in summed:
+            q, _ = bucket_quantile([], sorted(summed[stage].items()))
             out[stage] = None if q is None else round(q * 1000, 2)
     return out
 
@@ -236,6 +250,8 @@ class Subject:
         self.last = time.monotonic()
         self.page = self.viewer = None
         self.offset_ms = 0.0
+        self.motion_parts: dict[str, Any] = {"seconds": 0.0, "presented": 0, "agent_cpu_s": 0.0,
+                                             "chromium_cpu_s": 0.0, "stats": [], "metrics": []}
 
     async def start(self, stack: AsyncExitStack, browser, transport: Transport, args) -> None:
         if self.variant.agent_ref:
@@ -297,7 +313,7 @@ class Subject:
             await self.viewer.wait_for(lambda f: _close(_centre(f), rgb), timeout=FLASH_TIMEOUT_S)
             self.flashes.append({"poll_ms": round((time.time() - t0) * 1000, 2), "still_s": round(still_s, 3)})
             return
-        t0 = t0 * 1000 + self.offset_ms  # in the page's clock
+        t0 = t0 * 1000  # the page's epoch clock is the same clock; the measured offset is a check
         r = await self.page.evaluate(f"__probe.wait({FLASH_TIMEOUT_S * 1000})")
         if r is None or r["poll"] is None:
             raise RuntimeError(f"{self.label}: the page never showed {rgb} (probe {r})")
@@ -308,25 +324,39 @@ class Subject:
                                                                        "expectedDisplay", "receive", "capture")},
                              "processing_ms": frame.get("processingMs")})
 
-    async def motion(self, seconds: float) -> dict[str, Any]:
-        """30 Hz full-screen motion on this subject's display: frames, CPU, stage medians."""
-        painter = subprocess.Popen([sys.executable, "-c", PAINTER, self.agent.display, str(seconds + 1)])
+    async def motion(self, seconds: float) -> None:
+        """One stretch of 30 Hz full-screen motion on this subject's display (after 0.7 s to
+        get going): frames, CPU and stage times are added up over the stretches."""
+        painter = subprocess.Popen([sys.executable, "-c", PAINTER, self.agent.display, str(seconds + 0.8)])
         try:
-            await asyncio.sleep(1)
+            await asyncio.sleep(0.7)
             agent_cpu, browser_cpu = CpuMeter([self.agent.pid]), CpuMeter(chromium_pids())
             s0, p0, m0, t0 = await self.stats(), await self.page.evaluate("__probe.frames"), self.agent.metrics(), time.monotonic()
             agent_cpu.start(), browser_cpu.start()
-            await asyncio.sleep(seconds - 1)
+            await asyncio.sleep(seconds)
             agent_percent, browser_percent = agent_cpu.stop(), browser_cpu.stop()
             s1, p1, m1, t1 = await self.stats(), await self.page.evaluate("__probe.frames"), self.agent.metrics(), time.monotonic()
         finally:
             painter.wait()
-        getstats = stats_delta(s0, s1)
-        return {"motion_fps_decoded": round((getstats.get("frames_decoded") or 0) / (t1 - t0), 2),
-                "motion_fps_presented": round((p1 - p0) / (t1 - t0), 2),
-                "motion_agent_cpu_percent": round(agent_percent, 1),
-                "motion_chromium_cpu_percent": round(browser_percent, 1),
-                "stages_motion_ms": stage_medians(m0, m1), "getstats_motion": getstats}
+        m = self.motion_parts
+        m["seconds"] += t1 - t0
+        m["presented"] += p1 - p0
+        m["agent_cpu_s"] += agent_percent * (t1 - t0) / 100
+        m["chromium_cpu_s"] += browser_percent * (t1 - t0) / 100
+        m["stats"].append((s0, s1))
+        m["metrics"].append((m0, m1))
+
+    def motion_results(self) -> dict[str, Any]:
+        m = self.motion_parts
+        if not m["seconds"]:
+            return {}
+        getstats = stats_delta(m["stats"])
+        return {"motion_seconds": round(m["seconds"], 1),
+                "motion_fps_decoded": round((getstats.get("frames_decoded") or 0) / m["seconds"], 2),
+                "motion_fps_presented": round(m["presented"] / m["seconds"], 2),
+                "motion_agent_cpu_percent": round(100 * m["agent_cpu_s"] / m["seconds"], 1),
+                "motion_chromium_cpu_percent": round(100 * m["chromium_cpu_s"] / m["seconds"], 1),
+                "stages_motion_ms": stage_medians(m["metrics"]), "getstats_motion": getstats}
 
     def results(self) -> dict[str, Any]:
         f = self.flashes
@@ -370,15 +400,19 @@ async def measure(names: list[str], transport: Transport, args) -> list[dict[str
         results = []
         for s, (m0, s0) in zip(subjects, before):
             r = s.results()
-            r.update(stages_ms=stage_medians(m0, s.agent.metrics()), getstats_flashes=stats_delta(s0, await s.stats()),
+            r.update(stages_ms=stage_medians([(m0, s.agent.metrics())]), getstats_flashes=stats_delta([(s0, await s.stats())]),
                      load_average=load)
             if s.page:
                 r["clock_offset_end_ms"] = (await clock_offset_ms(s.page))[0]
             results.append(r)
+        # Motion in stretches of 2 s, the pages in turn (random order), like the flashes.
+        pages = [s for s in subjects if s.page]
+        for _ in range(max(1, round(args.motion_seconds / MOTION_STRETCH_S)) if args.motion_seconds > 0 else 0):
+            for s in rng.sample(pages, len(pages)):
+                await s.motion(MOTION_STRETCH_S)
         for s, r in zip(subjects, results):
             if s.page and args.motion_seconds > 0:
-                r.update(await s.motion(args.motion_seconds), motion_load_average=load_average())
-        for s, r in zip(subjects, results):
+                r.update(s.motion_results(), motion_load_average=load_average())
             r["flashes"] = s.flashes
         return results
 
@@ -409,10 +443,11 @@ def report(results: list[dict[str, Any]], args) -> list[dict[str, Any]]:
         if name == "glass_p50_ms":
             extra.update(flashes=first["glass_ms"]["n"], stages_median_ms=first["stages_ms"],
                          last_packet_received_ms=first["last_packet_received_ms"]["p50"],
-                         getstats=first["getstats_flashes"], clock_offset_ms=first["clock_offset_ms"])
+                         getstats=first["getstats_flashes"], clock_offset_ms=first["clock_offset_ms"],
+                         clock_offset_end_ms=first["clock_offset_end_ms"])
         if name == "motion_fps":
             extra.update(decoded_fps=first["motion_fps_decoded"], getstats=first["getstats_motion"],
-                         seconds=args.motion_seconds, load_average=first["motion_load_average"])
+                         seconds=first["motion_seconds"], load_average=first["motion_load_average"])
         if name == "motion_agent_cpu_percent":
             extra.update(chromium_cpu_percent=first["motion_chromium_cpu_percent"],
                          stages_median_ms=first["stages_motion_ms"], load_average=first["motion_load_average"])
