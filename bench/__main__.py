@@ -58,6 +58,10 @@ INPUT_FIGURES = (
 
 # Targets are those of the issues that asked for each benchmark (tracker issues 2 to 6).
 SUITE = (
+    # Issue 11: latency in Chromium at the viewer page (the judged variant first, then the one
+    # without playout-delay, and the aiortc client in the same run), and motion-to-photon.
+    Bench("browser_latency", "browser_latency", quick_args=("--quick",)),
+    Bench("motion_to_photon", "motion_to_photon", quick_args=("--quick",)),
     Bench("agent_media", "agent_media", quick_args=("--quick",)),
     Bench("input_latency", "input_latency", quick_args=("--samples", "100"), figures=INPUT_FIGURES),
     Bench("input_latency_busy", "input_latency", ("--busy",), ("--busy", "--samples", "100"), INPUT_FIGURES),
