@@ -107,7 +107,12 @@
     };
   }
 
+  // When the page saw the last pointerdown (the event's own time stamp: when the browser got it).
+  let lastDown = null;
+  window.addEventListener('pointerdown', (e) => { lastDown = epoch(e.timeStamp); }, true);
+
   window.__probe = {
+    get lastDown() { return lastDown; },
     // method: 'videoframe' (default) or 'drawimage' (how the harness read the picture).
     attach(selector, method = 'videoframe') {
       sample = method === 'drawimage' ? drawImageSample : videoFrameSample;

@@ -3,18 +3,22 @@ pencil, through the data channel, until that pixel changes in the decoded stream
 same with a bare X window that paints where it is clicked, so that what users will feel and how
 much of it is GIMP's own drawing are both visible.
 
-    python -m bench.motion_to_photon [--clicks 100] [--size 1920x1080] [--quick]
+    python -m bench.motion_to_photon [--clicks 100] [--size 1920x1080] [--no-chromium] [--quick]
 
 Two sessions of a real gateway (local spawner, token mode, loopback): one runs GIMP (its
-configured command, a fresh home), one runs bench/click_window.py. An aiortc client
-(bench/marker_client.py) watches each and sends input on its `input` channel, as the viewer
-does. GIMP is driven like a user: Ctrl+N, Enter (a new white image), N (the pencil, black,
-its default brush). Each click: the pointer moves to a white point of the image not drawn yet,
-100 ms later (GIMP draws its brush outline on hover) the button goes down (`time.time()` just
-before the message is sent) and the time until a decoded frame shows that pixel dark is the
-figure; then the button goes up. Clicks alternate between the two sessions, after random
-pauses, so both are measured under the same machine load. The agents' stage medians over the
-clicks are printed with the figures.
+configured command, a fresh home), one runs bench/click_window.py. Each is watched by an aiortc
+client (bench/marker_client.py), which sends input on its `input` channel as the viewer does,
+and by the real viewer page in Chromium (the picture 1:1, bench/browser_probe.js watching it).
+GIMP is driven like a user: Ctrl+N, Enter (a new white image), N (the pencil, black, its
+default brush). Each click: the pointer moves to a white point of the image not drawn yet,
+100 ms later (GIMP draws its brush outline on hover) the button goes down, and the time until
+the picture shows that pixel dark is the figure; then the button goes up. Through the aiortc
+client: from `time.time()` just before the button message is sent to the decoded frame.
+Through Chromium: a real mouse click on the page (playwright), from the page's pointerdown
+event (its time stamp) to the probe seeing the pixel, both in the page's clock; the viewer's
+input.js sends it. Clicks go to the four (session, viewer) pairs in random order after random
+pauses, so all are measured under the same machine load. The Chromium figures are printed,
+the aiortc client's next to them, and the agents' stage medians over the clicks.
 
 Prints one JSON object per figure (bench/figures.py), `load_average` in each.
 """
@@ -27,6 +31,7 @@ import random
 import statistics
 import sys
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +43,9 @@ sys.path.insert(0, str(ROOT))
 import aioice.ice  # noqa: E402
 
 import bench.marker_client  # noqa: E402,F401  (frames complete on the marker bit, as in a browser)
-from bench.browser_latency import stage_medians, summary  # noqa: E402
+from bench.browser_latency import PROBE_JS, stage_medians, summary  # noqa: E402
 from bench.figures import figure  # noqa: E402
-from bench.session_harness import TOKEN, Gateway, load_average  # noqa: E402
+from bench.session_harness import TOKEN, Gateway, chromium, load_average  # noqa: E402
 from tests.whep_client import Viewer  # noqa: E402
 
 aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
@@ -70,12 +75,14 @@ def white_box(y: np.ndarray) -> tuple[int, int, int, int] | None:
 
 
 class Target:
-    """One session and its viewer; `clicks` are the measured latencies."""
+    """One session, its aiortc viewer and (optionally) a Chromium page with the real viewer;
+    `clicks[viewer]` are the measured latencies."""
 
     def __init__(self, name: str, app_command: str, size: str) -> None:
         self.name, self.app_command, self.size = name, app_command, size
-        self.clicks: list[float] = []
+        self.clicks: dict[str, list[float]] = {"aiortc": [], "chromium": []}
         self.done: list[tuple[int, int]] = []
+        self.page = None
 
     async def start(self) -> None:
         self.gateway = Gateway(size=self.size, app_command=self.app_command)
@@ -125,6 +132,23 @@ class Target:
         x0, y0, x1, y1 = white_box(luma(frame))
         self.box = (x0 + MIN_DISTANCE, y0 + MIN_DISTANCE, x1 - MIN_DISTANCE, y1 - MIN_DISTANCE)
 
+    async def open_page(self, browser, stack: AsyncExitStack) -> None:
+        """The real viewer in Chromium, the picture 1:1; clicks go through its input.js."""
+        context = await browser.new_context(viewport={"width": 1280, "height": 800})
+        stack.push_async_callback(context.close)
+        page = await context.new_page()
+        await page.add_init_script(PROBE_JS)
+        await page.goto(self.gateway.viewer_url(self.sid))
+        await page.wait_for_function("window.viewer && window.viewer.state === 'connected'", timeout=60_000)
+        width, height = self.viewer.frame.width, self.viewer.frame.height
+        self.origin = await page.evaluate("(() => { const r = document.getElementById('screen')"
+                                          ".getBoundingClientRect(); return [r.left, r.top]; })()")
+        await page.set_viewport_size({"width": width, "height": height + int(self.origin[1])})
+        await page.evaluate("([s, m]) => __probe.attach(s, m)", ["#video", "videoframe"])
+        await page.wait_for_function("__probe.playing()", timeout=60_000)
+        await page.wait_for_function(f"window.viewer.display.width === {width}", timeout=30_000)
+        self.page = page
+
     def point(self, rng: random.Random) -> tuple[int, int]:
         y = luma(self.viewer.frame)
         x0, y0, x1, y1 = self.box
@@ -134,8 +158,12 @@ class Target:
                 return p
         raise RuntimeError(f"{self.name}: no white point left to click in {self.box}")
 
-    async def click(self, rng: random.Random) -> None:
+    async def click(self, rng: random.Random, via: str) -> None:
         x, y = self.point(rng)
+        self.done.append((x, y))
+        if via == "chromium":
+            await self.click_in_page(x, y)
+            return
         self.viewer.send({"type": "pointer", "x": x, "y": y})
         await asyncio.sleep(HOVER_S)
         t0 = time.time()
@@ -144,15 +172,33 @@ class Target:
             await self.viewer.wait_for(lambda f: luma(f)[y, x] < DARK, timeout=CLICK_TIMEOUT_S)
         except asyncio.TimeoutError:
             raise RuntimeError(f"{self.name}: the click at {(x, y)} never showed (luma {luma(self.viewer.frame)[y, x]})") from None
-        self.clicks.append((time.time() - t0) * 1000)
+        self.clicks["aiortc"].append((time.time() - t0) * 1000)
         self.viewer.send({"type": "button", "button": 1, "down": False})
-        self.done.append((x, y))
+
+    async def click_in_page(self, x: int, y: int) -> None:
+        """A real mouse click on the page (playwright → Chromium's input → the viewer's
+        input.js → the data channel), timed from the page's pointerdown event to the probe
+        seeing the pixel dark, both in the page's clock."""
+        page = self.page
+        await page.mouse.move(self.origin[0] + x + 0.5, self.origin[1] + y + 0.5)
+        await asyncio.sleep(HOVER_S)
+        await page.evaluate("([x, y]) => __probe.arm([0, 0, 0], x, y, 255 - DARK)".replace("DARK", str(DARK)),
+                            [x, y])
+        await page.mouse.down()
+        r = await page.evaluate(f"__probe.wait({CLICK_TIMEOUT_S * 1000})")
+        down = await page.evaluate("__probe.lastDown")
+        await page.mouse.up()
+        if r is None or r["poll"] is None or down is None:
+            raise RuntimeError(f"{self.name}: the page never showed the click at {(x, y)} ({r}, down {down})")
+        self.clicks["chromium"].append(r["poll"] - down)
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clicks", type=int, default=100, help="clicks per session")
+    parser.add_argument("--clicks", type=int, default=100, help="clicks per session and viewer")
     parser.add_argument("--size", default="1920x1080")
+    parser.add_argument("--chromium", action=argparse.BooleanOptionalAction, default=True,
+                        help="also click through the real viewer in Chromium")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="20 clicks each")
     args = parser.parse_args()
@@ -160,28 +206,39 @@ async def main() -> None:
         args.clicks = 20
     targets = [Target("gimp", "gimp --no-splash", args.size),
                Target("bare_x", f"{sys.executable} {ROOT / 'bench' / 'click_window.py'}", args.size)]
+    vias = ["aiortc", "chromium"] if args.chromium else ["aiortc"]
     rng = random.Random(args.seed)
-    try:
+    async with AsyncExitStack() as stack:
         for t in targets:
+            stack.push_async_callback(t.stop)
             await t.start()
         for t in targets:
             await t.prepare()
+        if args.chromium:
+            browser = await stack.enter_async_context(chromium())
+            for t in targets:
+                await t.open_page(browser, stack)
         before = [t.agent.metrics() for t in targets]
+        turns = [(t, via) for t in targets for via in vias]
         for _ in range(args.clicks):
-            for t in rng.sample(targets, len(targets)):
+            for t, via in rng.sample(turns, len(turns)):
                 await asyncio.sleep(rng.uniform(0.15, 0.5))
-                await t.click(rng)
+                await t.click(rng, via)
         stages = [stage_medians([(b, t.agent.metrics())]) for b, t in zip(before, targets)]
-    finally:
-        for t in targets:
-            await t.stop()
     load = load_average()
-    gimp, bare = (summary(t.clicks) for t in targets)
-    for name, s, other, st in (("gimp", gimp, bare, stages[0]), ("bare_x", bare, gimp, stages[1])):
+    # The figures are the Chromium viewer's (what users feel) when it ran, the aiortc client's next to them.
+    main_via = "chromium" if args.chromium else "aiortc"
+    results = {t.name: {via: summary(t.clicks[via]) for via in vias} for t in targets}
+    for t, st in zip(targets, stages):
+        other = "bare_x" if t.name == "gimp" else "gimp"
+        mine = results[t.name][main_via]
         for q in ("p50", "p95"):
-            print(json.dumps(figure(f"motion_to_photon.{name}_{q}_ms", s[q], "ms", None, clicks=s["n"],
-                                    max_ms=s["max"], stages_median_ms=st, size=args.size, load_average=load,
-                                    **{f"{'bare_x' if name == 'gimp' else 'gimp'}_{q}_ms": other[q]})))
+            extra = {"viewer": main_via, "clicks": mine["n"], "max_ms": mine["max"],
+                     f"{other}_{q}_ms": results[other][main_via][q], "stages_median_ms": st,
+                     "size": args.size, "load_average": load}
+            if main_via != "aiortc":
+                extra["aiortc_client"] = results[t.name]["aiortc"][q]
+            print(json.dumps(figure(f"motion_to_photon.{t.name}_{q}_ms", mine[q], "ms", None, **extra)))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import aiortc.rtcdtlstransport
 import pytest
 from aiortc.rtp import RtpPacket, unpack_header_extensions
 
+from bench.session_harness import bucket_quantile, histograms
 from session_agent.media.rtpext import PLAYOUT_DELAY_URI, offered_extension_id, playout_delay
 from session_agent.metrics import FRAME_STAGES
 from tests.agent.test_streaming import metrics_text, metric_sum
@@ -113,7 +114,8 @@ async def test_every_stage_of_the_budget_is_measured_per_frame(agent):
     viewer = Viewer(agent.url, token=agent.token)
     await viewer.connect()
     try:
-        before = stage_counts(await metrics_text(agent))
+        first = await metrics_text(agent)
+        before = stage_counts(first)
         await paint_and_receive(agent, viewer, [(200, 40, 40), (40, 200, 40), (40, 40, 200), (90, 90, 90)])
         # Counted once the agent is quiet (settle frames done), so the counts belong together.
         previous = None
@@ -127,6 +129,11 @@ async def test_every_stage_of_the_budget_is_measured_per_frame(agent):
     finally:
         await viewer.close()
     grown = {s: counts[s] - before[s] for s in FRAME_STAGES}
+    # What the benchmarks read from it: every stage's median over the frames between scrapes.
+    for stage in FRAME_STAGES:
+        median, observed = bucket_quantile(histograms(first, "agent_frame_stage_seconds", "stage")[stage],
+                                           histograms(text, "agent_frame_stage_seconds", "stage")[stage])
+        assert observed == grown[stage] and 0 <= median < 0.25, (stage, median, observed)
     # Four changes seen by XDamage, each grabbed, converted and encoded, then sent.
     assert all(grown[s] >= 4 for s in FRAME_STAGES), grown
     # Every capture is timed, and every frame a track handed to aiortc.
@@ -142,6 +149,13 @@ def test_offered_extension_ids_are_read_from_the_video_section():
     assert offered_extension_id(offer, PLAYOUT_DELAY_URI) == 7
     assert offered_extension_id(offer, PLAYOUT_DELAY_URI, "audio") == 5
     assert offered_extension_id(offer.replace(PLAYOUT_DELAY_URI, "urn:other"), PLAYOUT_DELAY_URI) is None
+
+
+def test_bucket_quantile_interpolates_within_the_bucket_like_prometheus():
+    before = [(0.001, 2), (0.002, 2), (0.004, 2), (float("inf"), 2)]
+    after = [(0.001, 2), (0.002, 6), (0.004, 12), (float("inf"), 12)]  # 4 in (1, 2] ms, 6 in (2, 4] ms
+    assert bucket_quantile(before, after, 0.5) == (pytest.approx(0.002 + 0.002 / 6), 10)
+    assert bucket_quantile(after, after) == (None, 0)
 
 
 def test_playout_delay_values():
