@@ -124,6 +124,8 @@ VARIANTS = {v.name: v for v in (
     Variant("drawimage", "the probe reads the picture with drawImage (as the issue's harness did), "
             "which converts each new frame to RGB on the page's main thread", probe="drawimage"),
     Variant("refresh-0.1", "AGENT_REFRESH=0.1: a repeat frame every 100 ms", {"AGENT_REFRESH": "0.1"}),
+    Variant("no-playout-delay+refresh-0.1", "without playout-delay, with a repeat frame every 100 ms (the "
+            "issue's experiment)", {"AGENT_REFRESH": "0.1"}, offer_edit=without_extmap(PLAYOUT_DELAY_URI)),
 )}
 
 
