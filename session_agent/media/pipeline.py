@@ -180,9 +180,10 @@ class MediaPipeline:
                 key_due = self._keyframe_wanted and now >= self._keyframe_allowed_at
                 refresh_due = now >= state["last"] + self.refresh_s
                 if self._dirty or settle_due or key_due or refresh_due:
-                    # --max-fps caps how often frames start: a change that comes while a frame
-                    # is encoded waits only for the rest of the interval, not a whole one after it.
-                    wait = state["started"] + self.min_interval - now
+                    # --max-fps caps how often changed frames start: a change that comes while
+                    # one is encoded waits only for the rest of the interval, not a whole one
+                    # after it, and a settle or refresh frame takes no change's turn.
+                    wait = state["started"] + self.min_interval - now if self._dirty else 0.0
                     if wait <= 0:
                         # DAMAGE reports every change, so settle and refresh frames re-encode
                         # the last capture: the screen is as it was.
@@ -267,7 +268,9 @@ class MediaPipeline:
                     convert_time.observe(converting)
                 encode_time.observe(encoding)
                 self.metrics.encode_seconds.observe(finished - started)
-                state["started"], state["last"] = started, finished
+                if state["changed"]:
+                    state["started"] = started
+                state["last"] = finished
                 if state["changed"]:
                     state["settle"] = SETTLE_FRAMES
                 elif state["settle"] > 0:
