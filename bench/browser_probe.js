@@ -130,13 +130,16 @@
       const a = state.armed;
       return a && { armed: a.at, poll: a.poll, frame: a.frame, polls: a.polls };
     },
-    // Resolves with result() once both ways saw the colour, or after timeoutMs.
-    wait(timeoutMs) {
+    // Resolves with result() once the poller (and, with frame, requestVideoFrameCallback too)
+    // saw the colour, or after timeoutMs.
+    wait(timeoutMs, frame = true) {
       const until = performance.now() + timeoutMs;
       return new Promise((resolve) => {
         const check = () => {
           const a = state.armed;
-          if (!a || (a.poll !== null && (a.frame !== null || !state.rvfc)) || performance.now() > until) resolve(this.result());
+          if (!a || (a.poll !== null && (a.frame !== null || !state.rvfc || !frame)) || performance.now() > until) {
+            resolve(this.result());
+          }
           else setTimeout(check, 20);
         };
         check();

@@ -108,11 +108,13 @@ class Target:
         if ctrl:
             self.key("Control", "ControlLeft", False)
 
-    async def settled(self, predicate, timeout: float, quiet_s: float = 1.0) -> Any:
-        """Wait for a frame satisfying predicate, then for the stream to go quiet (no new frame for quiet_s)."""
+    async def settled(self, predicate, timeout: float, quiet_s: float = 0.5) -> Any:
+        """Wait for a frame satisfying predicate, then for the stream to go quiet: no new frame
+        for quiet_s (shorter than the agent's 2 s refresh, whose frames never stop)."""
         await self.viewer.wait_for(predicate, timeout=timeout)
+        deadline = time.monotonic() + timeout
         frames = -1
-        while frames != self.viewer.frames:
+        while frames != self.viewer.frames and time.monotonic() < deadline:
             frames = self.viewer.frames
             await asyncio.sleep(quiet_s)
         return self.viewer.frame
@@ -121,7 +123,8 @@ class Target:
         """Find the white area to click in (GIMP: a new image, the pencil)."""
         if self.name == "gimp":
             # GIMP's window painted (many distinct values), then quiet: it is ready for keys.
-            await self.settled(lambda f: luma(f).std() > 10, timeout=180, quiet_s=2.0)
+            await self.settled(lambda f: luma(f).std() > 10, timeout=180, quiet_s=1.0)
+            await asyncio.sleep(2.0)
             self.press("n", "KeyN", ctrl=True)     # File > New: the dialog
             await asyncio.sleep(2.0)
             self.press("Enter", "Enter")           # its default size, white
@@ -185,7 +188,7 @@ class Target:
         await page.evaluate("([x, y]) => __probe.arm([0, 0, 0], x, y, 255 - DARK)".replace("DARK", str(DARK)),
                             [x, y])
         await page.mouse.down()
-        r = await page.evaluate(f"__probe.wait({CLICK_TIMEOUT_S * 1000})")
+        r = await page.evaluate(f"__probe.wait({CLICK_TIMEOUT_S * 1000}, false)")
         down = await page.evaluate("__probe.lastDown")
         await page.mouse.up()
         if r is None or r["poll"] is None or down is None:
