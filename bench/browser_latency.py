@@ -103,7 +103,8 @@ TRANSPORTS = {"webrtc": Transport("webrtc", "", "#video")}
 
 def without_extmap(uri: str) -> Callable[[str], str]:
     def edit(sdp: str) -> str:
-        return "".join(line for line in sdp.splitlines(keepends=True) if not re.match(rf"a=extmap:\d+ {re.escape(uri)}", line))
+        pattern = re.compile(rf"a=extmap:\d+(/\w+)? {re.escape(uri)}")
+        return "".join(line for line in sdp.splitlines(keepends=True) if not pattern.match(line))
     return edit
 
 
@@ -333,11 +334,13 @@ class Subject:
         try:
             await asyncio.sleep(0.7)
             agent_cpu, browser_cpu = CpuMeter([self.agent.pid]), CpuMeter(chromium_pids())
-            s0, p0, m0, t0 = await self.stats(), await self.page.evaluate("__probe.frames"), self.agent.metrics(), time.monotonic()
+            s0, p0 = await self.stats(), await self.page.evaluate("__probe.frames")
+            m0, t0 = self.agent.metrics(), time.monotonic()
             agent_cpu.start(), browser_cpu.start()
             await asyncio.sleep(seconds)
             agent_percent, browser_percent = agent_cpu.stop(), browser_cpu.stop()
-            s1, p1, m1, t1 = await self.stats(), await self.page.evaluate("__probe.frames"), self.agent.metrics(), time.monotonic()
+            s1, p1 = await self.stats(), await self.page.evaluate("__probe.frames")
+            m1, t1 = self.agent.metrics(), time.monotonic()
         finally:
             painter.wait()
         m = self.motion_parts
@@ -402,8 +405,8 @@ async def measure(names: list[str], transport: Transport, args) -> list[dict[str
         results = []
         for s, (m0, s0) in zip(subjects, before):
             r = s.results()
-            r.update(stages_ms=stage_medians([(m0, s.agent.metrics())]), getstats_flashes=stats_delta([(s0, await s.stats())]),
-                     load_average=load)
+            r.update(stages_ms=stage_medians([(m0, s.agent.metrics())]),
+                     getstats_flashes=stats_delta([(s0, await s.stats())]), load_average=load)
             if s.page:
                 r["clock_offset_end_ms"] = (await clock_offset_ms(s.page))[0]
             results.append(r)

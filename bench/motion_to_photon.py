@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import json
 import random
-import statistics
 import sys
 import time
 from contextlib import AsyncExitStack
@@ -174,7 +173,8 @@ class Target:
         try:
             await self.viewer.wait_for(lambda f: luma(f)[y, x] < DARK, timeout=CLICK_TIMEOUT_S)
         except asyncio.TimeoutError:
-            raise RuntimeError(f"{self.name}: the click at {(x, y)} never showed (luma {luma(self.viewer.frame)[y, x]})") from None
+            seen = luma(self.viewer.frame)[y, x]
+            raise RuntimeError(f"{self.name}: the click at {(x, y)} never showed (luma {seen})") from None
         self.clicks["aiortc"].append((time.time() - t0) * 1000)
         self.viewer.send({"type": "button", "button": 1, "down": False})
 

@@ -150,9 +150,8 @@ class Gateway:
         if agent_tree is not None:
             # `python -m` puts the working directory first on sys.path, before the PYTHONPATH
             # the spawner sets to this tree: the other tree's package is the one imported.
-            env["GATEWAY_AGENT_COMMAND"] = shlex.join(
-                ["sh", "-c", f'cd {shlex.quote(str(agent_tree))} && exec {shlex.quote(sys.executable)} -m session_agent "$@"',
-                 "session_agent"])
+            script = f'cd {shlex.quote(str(agent_tree))} && exec {shlex.quote(sys.executable)} -m session_agent "$@"'
+            env["GATEWAY_AGENT_COMMAND"] = shlex.join(["sh", "-c", script, "session_agent"])
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway"], env=env, cwd=ROOT, text=True,
                                      stdout=subprocess.PIPE)
         line = self.proc.stdout.readline()
