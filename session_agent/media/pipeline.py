@@ -268,10 +268,9 @@ class MediaPipeline:
                     convert_time.observe(converting)
                 encode_time.observe(encoding)
                 self.metrics.encode_seconds.observe(finished - started)
-                if state["changed"]:
-                    state["started"] = started
                 state["last"] = finished
                 if state["changed"]:
+                    state["started"] = started
                     state["settle"] = SETTLE_FRAMES
                 elif state["settle"] > 0:
                     state["settle"] = 0 if largest < CONVERGED_BYTES else state["settle"] - 1

@@ -5,7 +5,7 @@ smallest and largest delay the sender wants the receiver to add, 12 bits each in
 With min = max = 0 Chromium skips its jitter-buffer delay and render-time model and decodes and
 shows each frame once it is complete. Without it, on our sparse, change-driven stream (a
 frame when the screen changes, a refresh every few seconds) Chromium's estimates held complete
-frames for up to ~0.6 s (docs/ARCHITECTURE.md, "Latency").
+frames for over a second (docs/ARCHITECTURE.md, "Latency").
 
 aiortc neither negotiates nor writes this extension; two narrow hooks on one peer's
 transceiver do, both here:
@@ -15,7 +15,7 @@ transceiver do, both here:
   - install(): give the sender a HeaderExtensionsMap that adds min = max = 0 to every packet
     it serializes (RTX retransmissions included).
 They touch aiortc's private attributes (`_headerExtensions`, the sender's name-mangled map);
-tests/agent/test_rtpext.py parses the packets a real sender emits, so an aiortc that changes
+tests/agent/test_latency.py parses the packets a real sender emits, so an aiortc that changes
 them fails a test rather than silently dropping the extension.
 """
 from __future__ import annotations
