@@ -7,7 +7,7 @@ measure each other). A benchmark that prints figure rows itself (`name`, `value`
 `target`, `met`, and its comparison, e.g. the stock aiortc approach in agent_media) is passed
 through; the others print one object, mapped below onto figures. A benchmark that fails
 prints `{"name": …, "error": …}` and the suite goes on; the exit status is 1 if any failed.
-`--quick` (under 5 minutes, bench.network included) passes each benchmark its smaller settings;
+`--quick` (about 6 minutes, bench.network included) passes each benchmark its smaller settings;
 `--soak` adds the soak (bench/soak.py, 10 minutes by default); `--images` the image sizes
 (bench/images.py: it builds the images, as root, minutes from a cold cache).
 """
@@ -59,6 +59,10 @@ INPUT_FIGURES = (
 
 # Targets are those of the issues that asked for each benchmark (tracker issues 2 to 6).
 SUITE = (
+    # Issue 11: latency in Chromium at the viewer page (the judged variant first, then the one
+    # without playout-delay, and the aiortc client in the same run), and motion-to-photon.
+    Bench("browser_latency", "browser_latency", quick_args=("--quick",)),
+    Bench("motion_to_photon", "motion_to_photon", quick_args=("--quick",)),
     Bench("agent_media", "agent_media", quick_args=("--quick",)),
     Bench("network", "network", quick_args=("--quick",)),  # needs root (else one `skipped` row)
     Bench("input_latency", "input_latency", quick_args=("--samples", "100"), figures=INPUT_FIGURES),
@@ -175,7 +179,7 @@ def suite(soak: bool, soak_minutes: float, images: bool = False) -> list[Bench]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller settings, under 3 minutes in all")
+    parser.add_argument("--quick", action="store_true", help="smaller settings, about 4 minutes in all")
     parser.add_argument("--soak", action="store_true", help="also run the soak (not part of --quick's budget)")
     parser.add_argument("--soak-minutes", type=float, default=10)
     parser.add_argument("--images", action="store_true", help="also the image sizes (builds them)")

@@ -7,9 +7,9 @@ a random moment → the first decoded frame showing it), received fps and agent 
 full-screen motion (large random rectangles at 30 Hz), CPU with a static screen and one
 viewer, extra CPU for a second viewer, agent RSS. CPU is % of one core, from /proc.
 
-The measuring client is aiortc with one change: its jitter buffer hands a frame to the
-decoder when the RTP marker bit arrives, as browsers do (stock aiortc waits for the first
-packet of the next frame, which adds a frame interval to every measurement).
+The measuring client is aiortc with one change (bench/marker_client.py): its jitter buffer
+hands a frame to the decoder when the RTP marker bit arrives, as browsers do (stock aiortc
+waits for the first packet of the next frame, which adds a frame interval to every measurement).
 """
 from __future__ import annotations
 
@@ -29,53 +29,14 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("AGENT_ICE_ADDRESSES", "127.0.0.1")
 
 import aioice.ice  # noqa: E402
-import aiortc.rtcrtpreceiver  # noqa: E402
-from aiortc.jitterbuffer import JitterBuffer, JitterFrame  # noqa: E402
 
+import bench.marker_client  # noqa: E402,F401  (frames complete on the marker bit, as in a browser)
+from bench.xpaint import PAINTER  # noqa: E402
 from tests.agent_process import free_port, wait_healthy  # noqa: E402
 from tests.whep_client import Viewer  # noqa: E402
 from tests.xserver import fill_root, start_xvfb  # noqa: E402
 
 aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
-
-
-class MarkerJitterBuffer(JitterBuffer):
-    """Completes a frame on its marker bit, like a browser."""
-
-    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
-        packets = []
-        for count in range(self.capacity):
-            packet = self._packets[(self._origin + count) % self._capacity]
-            if packet is None:
-                return None
-            if packets and packet.timestamp != packets[0].timestamp:  # previous frame had no marker
-                self.remove(count)
-                return JitterFrame(b"".join(p._data for p in packets), packets[0].timestamp)
-            packets.append(packet)
-            if packet.marker:
-                self.remove(count + 1)
-                return JitterFrame(b"".join(p._data for p in packets), packets[0].timestamp)
-        return None
-
-
-aiortc.rtcrtpreceiver.JitterBuffer = MarkerJitterBuffer
-
-PAINTER = """
-import random, sys, time
-from Xlib import X, display
-d = display.Display(sys.argv[1]); s = d.screen(); root = s.root
-w, h = s.width_in_pixels, s.height_in_pixels
-gc = root.create_gc(subwindow_mode=X.IncludeInferiors)
-end = time.monotonic() + float(sys.argv[2]); nxt = time.monotonic()
-while time.monotonic() < end:
-    for _ in range(3):
-        rw, rh = random.randint(w // 4, w // 2), random.randint(h // 4, h // 2)
-        gc.change(foreground=random.randint(0, 0xFFFFFF))
-        root.fill_rectangle(gc, random.randint(0, w - rw), random.randint(0, h - rh), rw, rh)
-    d.sync()
-    nxt += 1 / 30
-    time.sleep(max(0, nxt - time.monotonic()))
-"""
 
 
 def cpu_seconds(pid: int) -> float:

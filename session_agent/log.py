@@ -8,7 +8,7 @@ import time
 
 # Fields callers pass through `extra=` that belong in the JSON object.
 FIELDS = ("session_id", "user_id", "action", "duration_ms", "peer", "encoder", "display", "reason",
-          "width", "height", "bitrate_kbps")
+          "width", "height", "bitrate_kbps", "playout_delay")
 
 
 class JsonFormatter(logging.Formatter):

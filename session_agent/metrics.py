@@ -3,6 +3,18 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+# The per-frame stages of the media path, in order (docs/ARCHITECTURE.md, "Latency"):
+#   damage_to_grab  XDamage seen by the watcher → the grab starts (waits for the frame-rate cap)
+#   grab            MIT-SHM copy of the screen
+#   convert         BGRA → the encoder's pixel format (none for NVENC)
+#   encode          the encoder's call
+#   to_transport    packet encoded → a peer's track hands it to aiortc (the loop's delay)
+#   send            aiortc packetizes, protects (SRTP) and sends the frame's packets
+FRAME_STAGES = ("damage_to_grab", "grab", "convert", "encode", "to_transport", "send")
+# Milliseconds matter here: 0.5 ms steps at the low end, up to a quarter second.
+STAGE_BUCKETS = (0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.010, 0.012, 0.016,
+                 0.020, 0.025, 0.033, 0.050, 0.075, 0.1, 0.25)
+
 
 class AgentMetrics:
     def __init__(self) -> None:
@@ -18,6 +30,11 @@ class AgentMetrics:
         self.encode_seconds = Histogram(
             "agent_encode_seconds", "Capture, colour conversion and encode time per frame",
             buckets=(0.002, 0.004, 0.006, 0.008, 0.012, 0.016, 0.024, 0.033, 0.05, 0.1, 0.25), registry=r)
+        frame_stage = Histogram(
+            "agent_frame_stage_seconds", "Time of each media stage per frame (see FRAME_STAGES)", ["stage"],
+            buckets=STAGE_BUCKETS, registry=r)
+        # One child per stage, resolved here: the hot path does no label lookup.
+        self.stage = {stage: frame_stage.labels(stage) for stage in FRAME_STAGES}
         self.bitrate_cap = Gauge("agent_bitrate_cap_kbps", "Current encoder bitrate cap", registry=r)
         self.peers = Gauge("agent_peers", "Connected WebRTC peers", registry=r)
         self.rtt = Gauge("agent_peer_rtt_seconds", "Round-trip time reported by each peer's RTCP",

@@ -18,6 +18,7 @@ from .input.channel import InputChannel
 from .media.negotiation import (OfferError, choose_codec, codec_preferences, validate_offer, video_codecs,
                                 with_default_directions, without_mdns_candidates)
 from .media.pipeline import MediaPipeline
+from .media.rtpext import install as install_rtp_extensions, negotiate_playout_delay
 from .media.track import EncodedVideoTrack
 
 log = logging.getLogger(__name__)
@@ -79,9 +80,12 @@ class PeerManager:
             track = EncodedVideoTrack(self.pipeline, chosen.name, self.metrics)
             transceiver = pc.addTransceiver(track, direction="sendonly")
             transceiver.setCodecPreferences(codec_preferences(chosen.name))
+            install_rtp_extensions(transceiver)
             try:
                 await pc.setRemoteDescription(
                     RTCSessionDescription(sdp=with_default_directions(without_mdns_candidates(offer_sdp)), type="offer"))
+                # Zero playout delay: the browser shows each frame once complete (media/rtpext.py).
+                playout_delay = negotiate_playout_delay(transceiver, offer_sdp)
                 answer = await pc.createAnswer()
             except Exception as exc:  # aiortc raises ValueError/OperationError/… for bad SDP
                 if isinstance(exc, (AttributeError, TypeError, KeyError, IndexError)):
@@ -107,6 +111,7 @@ class PeerManager:
             self._reaper = asyncio.ensure_future(self._reap_silent())
         log.info("peer connected", extra={"action": "peer_created", "peer": peer_id,
                                           "encoder": self.pipeline.encoder_for(chosen.name),
+                                          "playout_delay": playout_delay,
                                           "duration_ms": round((time.monotonic() - started) * 1000, 1)})
         return peer_id, pc.localDescription.sdp
 

@@ -64,7 +64,9 @@ export class WhepSession {
     preferH264(pc.addTransceiver('video', { direction: 'recvonly' }));
     this.channel = pc.createDataChannel('input', { ordered: true });
     pc.addEventListener('track', (event) => {
-      // Play frames as soon as they decode: latency matters more than smoothness here.
+      // Play frames as soon as they decode: latency matters more than smoothness here. What
+      // puts Chromium on that path is the agent's playout-delay extension (min = max = 0,
+      // session_agent/media/rtpext.py); these only make sure the page asks for no delay itself.
       if ('jitterBufferTarget' in event.receiver) event.receiver.jitterBufferTarget = 0;
       if ('playoutDelayHint' in event.receiver) event.receiver.playoutDelayHint = 0;
       onTrack(event.streams[0] || new MediaStream([event.track]));

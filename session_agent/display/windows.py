@@ -52,9 +52,21 @@ class MaximizeKeeper:
         self._root.change_attributes(event_mask=X.PropertyChangeMask)
         self._known: set[int] = set()
         self._main: set[int] = set()
+        self._refits: dict[int, int] = {}  # bounded, in case a WM maximizes to less than the screen
         self.check()
 
     def handle(self, ev) -> None:
+        if ev.type == X.ConfigureNotify:
+            # Marked maximized but not the screen's size: a configure request the window
+            # manager honoured after the maximize (GIMP restoring its geometry while it was
+            # being maximized). Taking the state away and giving it back refits it.
+            wid = ev.window.id
+            if wid in self._main and (ev.width, ev.height) != self._screen() \
+                    and self._refits.get(wid, 0) < 8:
+                self._refits[wid] = self._refits.get(wid, 0) + 1
+                self._refit(ev.window)
+                self._d.flush()
+            return
         if ev.type != X.PropertyNotify:
             return
         if ev.window == self._root and ev.atom == self._client_list:
@@ -70,19 +82,34 @@ class MaximizeKeeper:
             window = self._d.create_resource_object("window", wid)
             if self._is_main_window(window):
                 self._main.add(wid)
-                window.change_attributes(event_mask=X.PropertyChangeMask)
+                window.change_attributes(event_mask=X.PropertyChangeMask | X.StructureNotifyMask)
                 self._keep_maximized(window)
         self._known = clients
         self._main &= clients
+        self._refits = {w: n for w, n in self._refits.items() if w in self._main}
         self._d.flush()
 
     def _keep_maximized(self, window) -> None:
         state = window.get_full_property(self._state, Xatom.ATOM)
         if state is not None and all(a in state.value for a in self._maximized):
             return
-        event = ClientMessage(window=window, client_type=self._state,
-                              data=(32, [1, *self._maximized, 1, 0]))  # 1 = _NET_WM_STATE_ADD
+        self._set_maximized(window, True)
+
+    def _refit(self, window) -> None:
+        state = window.get_full_property(self._state, Xatom.ATOM)
+        if state is None or not all(a in state.value for a in self._maximized):
+            return  # not maximized: the PropertyNotify path asks for it
+        self._set_maximized(window, False)
+        self._set_maximized(window, True)
+
+    def _set_maximized(self, window, on: bool) -> None:
+        event = ClientMessage(window=window, client_type=self._state,  # 1 add, 0 remove
+                              data=(32, [1 if on else 0, *self._maximized, 1, 0]))
         self._root.send_event(event, event_mask=X.SubstructureRedirectMask | X.SubstructureNotifyMask)
+
+    def _screen(self) -> tuple[int, int]:
+        geometry = self._root.get_geometry()
+        return geometry.width, geometry.height
 
     def _is_main_window(self, window) -> bool:
         if window.get_wm_transient_for():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import sys
 import threading
 import time
 from typing import Callable
@@ -31,6 +32,11 @@ SETTLE_FRAMES = 8
 CONVERGED_BYTES = 600
 # Keyframe requests (PLI/FIR from every peer, joins) closer together than this share one.
 KEYFRAME_DEBOUNCE_S = 0.25
+# How long a thread that wants the GIL waits before the running one must hand it over
+# (CPython's default: 5 ms). The watcher, the encode thread and the loop (aiortc packetizing a
+# frame in Python) pass the GIL back and forth at every step of a frame; at 5 ms a woken
+# thread can lose milliseconds per step to whichever runs Python at that moment.
+GIL_SWITCH_S = 0.001
 
 Subscriber = Callable[[av.Packet], None]
 
@@ -61,6 +67,7 @@ class MediaPipeline:
         self._cond = threading.Condition()
         self._stop = False
         self._dirty = True
+        self._damage_at = 0.0  # when the screen first changed since the last grab (monotonic)
         self._keyframe_wanted = False
         self._keyframe_allowed_at = 0.0
         self._size = (0, 0)
@@ -75,6 +82,7 @@ class MediaPipeline:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Raises when the display cannot be opened."""
         self._loop = loop
+        sys.setswitchinterval(GIL_SWITCH_S)
         self._size = self._watcher.start()
         self.metrics.bitrate_cap.set(self.bitrate.current_kbps)
         self._thread = threading.Thread(target=self._run, name="encoder", daemon=True)
@@ -135,12 +143,16 @@ class MediaPipeline:
 
     def _mark_dirty(self) -> None:
         with self._cond:
+            if not self._dirty:
+                self._damage_at = time.monotonic()
             self._dirty = True
             self._cond.notify()
 
     def _resized(self, width: int, height: int) -> None:
         with self._cond:
             self._size = (width - width % 2, height - height % 2)
+            if not self._dirty:
+                self._damage_at = time.monotonic()
             self._dirty = True
             self._cond.notify()
 
@@ -168,16 +180,21 @@ class MediaPipeline:
                 key_due = self._keyframe_wanted and now >= self._keyframe_allowed_at
                 refresh_due = now >= state["last"] + self.refresh_s
                 if self._dirty or settle_due or key_due or refresh_due:
-                    wait = state["last"] + self.min_interval - now
+                    # --max-fps caps how often changed frames start: a change that comes while
+                    # one is encoded waits only for the rest of the interval, not a whole one
+                    # after it, and a settle or refresh frame takes no change's turn.
+                    wait = state["started"] + self.min_interval - now if self._dirty else 0.0
                     if wait <= 0:
-                        # DAMAGE reports every change, so a refresh re-encodes the last frame.
-                        capture = self._dirty or settle_due
+                        # DAMAGE reports every change, so settle and refresh frames re-encode
+                        # the last capture: the screen is as it was.
+                        capture = self._dirty
                         changed = self._dirty
                         self._dirty = False
                         if key_due:
                             self._keyframe_wanted = False
                             self._keyframe_allowed_at = now + KEYFRAME_DEBOUNCE_S
                         state["changed"] = changed
+                        state["damage_at"] = self._damage_at if changed else 0.0
                         return capture or key_due, key_due, self._codecs
                 else:
                     deadlines = [state["last"] + self.refresh_s]
@@ -193,24 +210,31 @@ class MediaPipeline:
         capture = ScreenCapture(self.display)
         encoders: dict[str, VideoEncoder] = {}
         converted: dict[str, av.VideoFrame] = {}
-        state = {"last": 0.0, "settle": 0, "settle_at": 0.0, "changed": False}
+        state = {"started": 0.0, "last": 0.0, "settle": 0, "settle_at": 0.0, "changed": False, "damage_at": 0.0}
+        stage = self.metrics.stage
+        damage_to_grab, grab_time, convert_time, encode_time = (
+            stage["damage_to_grab"], stage["grab"], stage["convert"], stage["encode"])
         t0 = time.monotonic()
         last_pts = -1
         try:
             while (job := self._next_job(state)) is not None:
                 grab, keyframe, codecs = job
                 started = time.monotonic()
+                if state["damage_at"]:
+                    damage_to_grab.observe(started - state["damage_at"])
                 width, height = self._size
                 if grab or not converted:
                     # One grab; converted once per pixel format and shared by the encoders.
                     pix_fmt = "bgr0" if self.h264.pix_fmt == "bgr0" and codecs == {"h264"} else "bgra"
                     frame = capture.grab(width, height, pix_fmt)
+                    grab_time.observe(time.monotonic() - started)
                     self.metrics.frames_captured.inc()
                     converted = {}
                 cap = self._apply_bitrate(encoders, started)
                 pts = max(int((started - t0) * 90000), last_pts + 1)
                 last_pts = pts
                 largest = 0
+                converting = encoding = 0.0
                 for codec in codecs:
                     kind = self.h264 if codec == "h264" else VP8
                     encoder = encoders.get(codec)
@@ -218,21 +242,35 @@ class MediaPipeline:
                         encoder = encoders[codec] = VideoEncoder(kind, cap)
                         keyframe = True
                     src = converted.get(kind.pix_fmt)
+                    converted_at = time.monotonic()
                     if src is None:
-                        src = frame if frame.format.name == kind.pix_fmt else frame.reformat(format=kind.pix_fmt)
+                        if frame.format.name == kind.pix_fmt:
+                            src = frame
+                        else:
+                            src = frame.reformat(format=kind.pix_fmt)
+                            t, converted_at = converted_at, time.monotonic()
+                            converting += converted_at - t
                         converted[kind.pix_fmt] = src
                     src.pts = pts
                     src.time_base = TIME_BASE
                     packets = self._encode(encoder, src, keyframe, codec)
+                    encoded_at = time.monotonic()
+                    encoding += encoded_at - converted_at
+                    for packet in packets:
+                        packet.opaque = encoded_at  # the track times its way to aiortc from here
                     largest = max([largest, *(p.size for p in packets)])
                     if packets and self._loop is not None:
                         self._loop.call_soon_threadsafe(self._publish, codec, packets)
                 for codec in set(encoders) - codecs:  # no viewer left for this codec
                     encoders.pop(codec).close()
                 finished = time.monotonic()
+                if converting:
+                    convert_time.observe(converting)
+                encode_time.observe(encoding)
                 self.metrics.encode_seconds.observe(finished - started)
                 state["last"] = finished
                 if state["changed"]:
+                    state["started"] = started
                     state["settle"] = SETTLE_FRAMES
                 elif state["settle"] > 0:
                     state["settle"] = 0 if largest < CONVERGED_BYTES else state["settle"] - 1

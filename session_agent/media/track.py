@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 
 import av
@@ -25,6 +26,9 @@ class EncodedVideoTrack(MediaStreamTrack):
         self._queue: deque[av.Packet] = deque()
         self._ready = asyncio.Event()
         self._need_keyframe = True  # a decoder can only start at a keyframe
+        self._handed_at = 0.0  # when recv() last returned a packet: aiortc sends it, then asks again
+        self._to_transport = metrics.stage["to_transport"]
+        self._send = metrics.stage["send"]
         pipeline.subscribe(codec, self._push)
 
     def _push(self, packet: av.Packet) -> None:
@@ -42,13 +46,21 @@ class EncodedVideoTrack(MediaStreamTrack):
         self._ready.set()
 
     async def recv(self) -> av.Packet:
+        if self._handed_at:
+            # aiortc's sender asks for the next frame right after it has sent the last one's packets.
+            self._send.observe(time.monotonic() - self._handed_at)
+            self._handed_at = 0.0
         while not self._queue:
             if self.readyState != "live":
                 raise MediaStreamError
             self._ready.clear()
             await self._ready.wait()
         self._metrics.frames_sent.inc()
-        return self._queue.popleft()
+        packet = self._queue.popleft()
+        self._handed_at = time.monotonic()
+        if packet.opaque is not None:
+            self._to_transport.observe(self._handed_at - packet.opaque)
+        return packet
 
     def stop(self) -> None:
         if self.readyState == "live":
