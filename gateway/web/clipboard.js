@@ -61,9 +61,9 @@ export class RemoteClipboard {
 
   // An image pasted in the page becomes the session's clipboard (as PNG); resolves when the
   // agent has it, so that the paste key reaches the application only then.
-  async putImage(file) {
+  async putImage(blob) {
     try {
-      const png = file.type === 'image/png' ? file : await toPng(file);
+      const png = blob.type === 'image/png' ? blob : await toPng(blob);
       const response = await fetch(this.url, {
         method: 'PUT', credentials: 'same-origin', headers: { 'Content-Type': 'image/png' }, body: png,
       });
@@ -73,6 +73,21 @@ export class RemoteClipboard {
       console.warn('clipboard:', err);
       return false;
     }
+  }
+
+  // The image on the browser's clipboard, for a paste that handed the page none; false when
+  // there is none or the page may not read the clipboard (the user said no).
+  async putClipboardImage() {
+    if (!this.usable || !navigator.clipboard.read) return false;
+    try {
+      for (const item of await navigator.clipboard.read()) {
+        const type = item.types.find((t) => t.startsWith('image/'));
+        if (type) return this.putImage(await item.getType(type));
+      }
+    } catch {
+      // not allowed, or nothing readable: the paste goes on with what X has
+    }
+    return false;
   }
 }
 

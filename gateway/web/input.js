@@ -21,13 +21,14 @@ export function toDisplay(rect, display, clientX, clientY) {
 
 export class InputCapture {
   // `send(message)` delivers a message to the agent (it drops it while disconnected).
-  // `surface`: the element showing the picture (default the screen); `pasteImage(file)`: puts a
-  // pasted image on the session's clipboard, resolving when that is done.
-  constructor(screen, send, { surface = screen, pasteImage = null } = {}) {
+  // `surface`: the element showing the picture (default the screen); `images`: puts a pasted
+  // image on the session's clipboard (a RemoteClipboard: `putImage(blob)`, and
+  // `putClipboardImage()` for one only the clipboard has), each resolving when that is done.
+  constructor(screen, send, { surface = screen, images = null } = {}) {
     this.screen = screen;
     this.surface = surface;
     this.send = send;
-    this.pasteImage = pasteImage;
+    this.images = images;
     this.display = { width: 0, height: 0 };
     this.keys = new Map(); // code -> key, for what is held down
     this.buttons = new Set();
@@ -134,22 +135,32 @@ export class InputCapture {
     e.preventDefault();
     const data = e.clipboardData;
     const item = data && [...data.items].find((i) => i.kind === 'file' && i.type.startsWith('image/'));
-    const file = item && this.pasteImage ? item.getAsFile() : null;
-    if (file) {
-      // An image takes a moment to upload: the keys wait for it, as they wait for text.
-      this.uploads += 1;
-      this.heldKeys = this.heldKeys || [];
-      clearTimeout(this.pasteTimer);
-      this.pasteTimer = setTimeout(() => { this.uploads = 0; this.flushPaste(); }, PASTE_IMAGE_WAIT_MS);
-      this.pasteImage(file).finally(() => {
-        this.uploads = Math.max(0, this.uploads - 1);
-        if (!this.uploads) this.flushPaste();
-      });
-      return;
-    }
     const text = data ? data.getData('text/plain') : '';
-    if (text) this.send({ type: 'clipboard', text });
-    if (!this.uploads) this.flushPaste();
+    if (item && this.images) {
+      this.upload(this.images.putImage(item.getAsFile()));
+    } else if (text) {
+      this.send({ type: 'clipboard', text });
+      if (!this.uploads) this.flushPaste();
+    } else if (this.images) {
+      // Handed nothing (Chromium's Ctrl+Shift+V pastes text only): the clipboard may still
+      // hold an image, which the page may read where the user allows it.
+      this.upload(this.images.putClipboardImage());
+    } else if (!this.uploads) {
+      this.flushPaste();
+    }
+  }
+
+  // An image takes a moment to upload: the keys wait for it (at most PASTE_IMAGE_WAIT_MS),
+  // as they wait for text.
+  upload(done) {
+    this.uploads += 1;
+    this.heldKeys = this.heldKeys || [];
+    clearTimeout(this.pasteTimer);
+    this.pasteTimer = setTimeout(() => { this.uploads = 0; this.flushPaste(); }, PASTE_IMAGE_WAIT_MS);
+    done.finally(() => {
+      this.uploads = Math.max(0, this.uploads - 1);
+      if (!this.uploads) this.flushPaste();
+    });
   }
 
   flushPaste() {

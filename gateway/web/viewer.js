@@ -38,7 +38,7 @@ function send(message) {
 }
 
 const clipboard = new RemoteClipboard(sessionId, document.querySelector('.toolbar'));
-const input = new InputCapture(screen, send, { surface: video, pasteImage: (file) => clipboard.putImage(file) });
+const input = new InputCapture(screen, send, { surface: video, images: clipboard });
 const cursor = new LocalCursor(screen);
 const stats = new StatsOverlay($('stats'));
 const notices = new Notices($('notice'));
