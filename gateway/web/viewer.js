@@ -6,6 +6,7 @@ import { FilesPanel } from './files.js';
 import { deviceSize, shownSize, watchPixelRatio } from './hidpi.js';
 import { InputCapture } from './input.js';
 import { Notices } from './notices.js';
+import { RefineOverlay } from './refine.js';
 import { StatsOverlay } from './stats.js';
 import { WhepSession } from './whep.js';
 
@@ -42,6 +43,7 @@ const input = new InputCapture(screen, send, { surface: video, images: clipboard
 const cursor = new LocalCursor(screen);
 const stats = new StatsOverlay($('stats'));
 const notices = new Notices($('notice'));
+const refine = new RefineOverlay($('refine'), `/streaming/${encodeURIComponent(sessionId)}/refine/`);
 input.attach();
 new FilesPanel(sessionId, $('files'), $('files-toggle'), $('drop-hint'));
 
@@ -101,6 +103,7 @@ async function connect() {
   }
   const current = new WhepSession(endpoint);
   whep = current;
+  refine.restart();
   try {
     await current.connect((stream) => {
       video.srcObject = stream;
@@ -133,7 +136,10 @@ async function connect() {
 }
 
 function setDisplay(width, height) {
-  if (width > 0 && height > 0) input.display = { width, height };
+  if (width > 0 && height > 0) {
+    input.display = { width, height };
+    refine.resize(width, height);
+  }
   fitVideo();
 }
 
@@ -147,6 +153,7 @@ function onMessage(event) {
     case 'pong': if (typeof message.t === 'number') stats.pingRtt = performance.now() - message.t; break;
     case 'error': console.warn('agent:', message.message); break;
     case 'notice': if (typeof message.message === 'string') notices.show(message); break;
+    case 'refine': case 'unrefine': refine.message(message); break;
     case 'unsaved': if (Array.isArray(message.documents)) notices.unsaved = message.documents.map(String); break;
     default: break;
   }
@@ -168,8 +175,10 @@ function fitVideo() {
   const { width, height } = input.display;
   if (!width || !height) return;
   const shown = shownSize(screen.getBoundingClientRect(), input.display, window.devicePixelRatio || 1);
-  video.style.width = `${shown.width}px`;
-  video.style.height = `${shown.height}px`;
+  for (const picture of [video, refine.canvas]) {
+    picture.style.width = `${shown.width}px`;
+    picture.style.height = `${shown.height}px`;
+  }
 }
 
 watchPixelRatio(() => { fitVideo(); lastResize = ''; sendResize(); });
@@ -222,6 +231,7 @@ window.viewer = {
   get state() { return document.body.dataset.state; },
   get resource() { return whep && whep.resource; },
   get unsaved() { return notices.unsaved; },
+  get refined() { return refine.canvas.style.visibility === 'visible' ? refine.applied : 0; },
   get notice() { return notices.banner.hidden ? null : notices.banner.textContent; },
 };
 
