@@ -1,4 +1,5 @@
-"""The agent's HTTP side: WHEP signaling, /health, /metrics (aiohttp application factory)."""
+"""The agent's HTTP side: WHEP signaling, /health, /metrics, /files, /clipboard (aiohttp
+application factory)."""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .config import AgentConfig
 from .files import routes as files
+from .input import clipboard_routes
 from .input.session import InputSession
 from .media.bitrate import BitrateController
 from .media.encoder import EncoderKind
@@ -268,4 +270,7 @@ def create_app(config: AgentConfig, encoder: EncoderKind, *, channel_factory=Non
     files.add_routes(app, config.home, config.max_upload,
                      guard=lambda request: None if _authorized(request) else _unauthorized(),
                      streaming=lambda: bool(app[PEERS].peers))
+    # The clipboard as text or a PNG image (SPEC "Clipboard beyond text"), same token as WHEP.
+    clipboard_routes.add_routes(app, input_session,
+                                guard=lambda request: None if _authorized(request) else _unauthorized())
     return app

@@ -1,7 +1,9 @@
 // The viewer: WHEP video, input, local cursor, stats, reconnect with backoff, clear endings.
 import { endSession, getSession } from './api.js';
+import { RemoteClipboard } from './clipboard.js';
 import { LocalCursor } from './cursor.js';
 import { FilesPanel } from './files.js';
+import { deviceSize, shownSize, watchPixelRatio } from './hidpi.js';
 import { InputCapture } from './input.js';
 import { Notices } from './notices.js';
 import { RefineOverlay } from './refine.js';
@@ -36,7 +38,8 @@ function send(message) {
   if (whep && whep.channel && whep.channel.readyState === 'open') whep.channel.send(JSON.stringify(message));
 }
 
-const input = new InputCapture(screen, send);
+const clipboard = new RemoteClipboard(sessionId, document.querySelector('.toolbar'));
+const input = new InputCapture(screen, send, { surface: video, images: clipboard });
 const cursor = new LocalCursor(screen);
 const stats = new StatsOverlay($('stats'));
 const notices = new Notices($('notice'));
@@ -137,6 +140,7 @@ function setDisplay(width, height) {
     input.display = { width, height };
     refine.resize(width, height);
   }
+  fitVideo();
 }
 
 function onMessage(event) {
@@ -145,9 +149,7 @@ function onMessage(event) {
   switch (message.type) {
     case 'resized': setDisplay(message.width, message.height); break;
     case 'cursor': cursor.update(message); break;
-    case 'clipboard':
-      if (navigator.clipboard && typeof message.text === 'string') navigator.clipboard.writeText(message.text).catch(() => {});
-      break;
+    case 'clipboard': clipboard.fromAgent(message); break;
     case 'pong': if (typeof message.t === 'number') stats.pingRtt = performance.now() - message.t; break;
     case 'error': console.warn('agent:', message.message); break;
     case 'notice': if (typeof message.message === 'string') notices.show(message); break;
@@ -160,18 +162,30 @@ function onMessage(event) {
 // The picture's own size is the display's size (a `resized` message may say so sooner).
 video.addEventListener('resize', () => setDisplay(video.videoWidth, video.videoHeight));
 
+// HiDPI: the display is asked for in device pixels and shown 1:1 in device pixels.
 function sendResize() {
   if (!remoteResize.checked) return;
-  const rect = screen.getBoundingClientRect();
-  const width = Math.max(2, Math.floor(rect.width / 2) * 2);
-  const height = Math.max(2, Math.floor(rect.height / 2) * 2);
-  if (`${width}x${height}` === lastResize) return;
-  lastResize = `${width}x${height}`;
-  send({ type: 'resize', width, height });
+  const { width, height, scale } = deviceSize(screen.getBoundingClientRect(), window.devicePixelRatio || 1);
+  if (`${width}x${height}@${scale}` === lastResize) return;
+  lastResize = `${width}x${height}@${scale}`;
+  send({ type: 'resize', width, height, scale });
 }
+
+function fitVideo() {
+  const { width, height } = input.display;
+  if (!width || !height) return;
+  const shown = shownSize(screen.getBoundingClientRect(), input.display, window.devicePixelRatio || 1);
+  for (const picture of [video, refine.canvas]) {
+    picture.style.width = `${shown.width}px`;
+    picture.style.height = `${shown.height}px`;
+  }
+}
+
+watchPixelRatio(() => { fitVideo(); lastResize = ''; sendResize(); });
 
 let resizeTimer = null;
 new ResizeObserver(() => {
+  fitVideo();
   clearTimeout(resizeTimer);
   resizeTimer = setTimeout(sendResize, RESIZE_DEBOUNCE_MS);
 }).observe(screen);
