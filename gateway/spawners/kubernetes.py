@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -43,7 +44,7 @@ SELECTOR = f"app={objects.SESSION_APP_LABEL}"
 PROGRESS = {"Scheduling": 0.2, "ContainerCreating": 0.5, "Unschedulable": 0.2, "Starting": 0.8}
 NAMES_PER_PAIR = 4  # s<user hash>-<app>, then -1, -2, -3 while earlier ones are still ending
 CREATE_REQUEST = f"{objects.GROUP}/create-request"  # tells our own (retried) create from another's
-SHARE_WRITE_ATTEMPTS = 5  # conflicting writers of one Session's shares: people, not scripts
+SHARE_WRITE_ATTEMPTS = 8  # writers of one Session's shares on other replicas: people, not scripts
 RIVAL_WAIT_S = 1.0  # how long a create that lost a race waits to see whether the rival stays
 
 
@@ -108,6 +109,7 @@ class KubernetesSpawner(Spawner):
         self.sessions: Informer | None = None
         self.controller: Controller | None = None
         self._key = b""
+        self._share_locks: dict[str, asyncio.Lock] = {}
 
     async def start(self) -> None:
         try:
@@ -153,6 +155,7 @@ class KubernetesSpawner(Spawner):
         name = resource["metadata"]["name"]
         if kind == "DELETED":
             self.table.remove(name)
+            self._share_locks.pop(name, None)
             return
         session = self._snapshot(resource)
         if self.table.get(name) != session:
@@ -325,7 +328,16 @@ class KubernetesSpawner(Spawner):
         replica that wrote in between makes the API answer 409, and the change is applied
         again to what that replica wrote. Every replica's cache then sees the new list."""
         kube = self._kube()
-        for _ in range(SHARE_WRITE_ATTEMPTS):
+        # One writer per replica at a time (its own requests never conflict); other replicas'
+        # writes are what the resourceVersion check catches.
+        async with self._share_locks.setdefault(session_id, asyncio.Lock()):
+            return await self._write_shares(kube, session_id, change)
+
+    async def _write_shares(self, kube: Kube, session_id: str,
+                            change: Callable[[tuple[Share, ...]], tuple[Share, ...]]) -> Session:
+        for attempt in range(SHARE_WRITE_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(random.uniform(0, 0.05 * attempt))  # rivals fall out of step
             resource = await self._read(kube, session_id)
             if resource is None or fields.meta(resource).get("deletionTimestamp"):
                 raise KeyError(session_id)
