@@ -4,6 +4,7 @@ import { LocalCursor } from './cursor.js';
 import { FilesPanel } from './files.js';
 import { InputCapture } from './input.js';
 import { Notices } from './notices.js';
+import { ENDED_TEXT, Presence } from './presence.js';
 import { StatsOverlay } from './stats.js';
 import { WhepSession } from './whep.js';
 
@@ -31,8 +32,13 @@ let lastResize = '';
 const params = new URLSearchParams(location.search);
 remoteResize.checked = params.get('resize') !== '0' && localStorage.getItem('remote-resize') !== '0';
 
-function send(message) {
+function sendRaw(message) {
   if (whep && whep.channel && whep.channel.readyState === 'open') whep.channel.send(JSON.stringify(message));
+}
+
+function send(message) {
+  const allowed = presence.outgoing(message);
+  if (allowed) sendRaw(allowed);
 }
 
 const input = new InputCapture(screen, send);
@@ -40,6 +46,10 @@ const cursor = new LocalCursor(screen);
 const stats = new StatsOverlay($('stats'));
 const notices = new Notices($('notice'));
 input.attach();
+const presence = new Presence({
+  screen, toolbar: document.querySelector('.toolbar'), display: () => input.display, send: sendRaw,
+  onEnded: (text) => end(text),
+});
 new FilesPanel(sessionId, $('files'), $('files-toggle'), $('drop-hint'));
 
 function setState(state, text) {
@@ -80,7 +90,7 @@ async function sessionState() {
     return session.phase;
   } catch (err) {
     if (err.status === 404) return end('This session has ended. Your files are kept for next time.');
-    if (err.status === 401) return end(err.message, 'failed');
+    if (err.status === 401) return end(presence.guest ? ENDED_TEXT : err.message, 'failed');
     return retry(err.message);
   }
 }
@@ -136,6 +146,7 @@ function setDisplay(width, height) {
 function onMessage(event) {
   let message;
   try { message = JSON.parse(event.data); } catch { return; }
+  if (presence.handle(message)) return;
   switch (message.type) {
     case 'resized': setDisplay(message.width, message.height); break;
     case 'cursor': cursor.update(message); break;
@@ -143,7 +154,7 @@ function onMessage(event) {
       if (navigator.clipboard && typeof message.text === 'string') navigator.clipboard.writeText(message.text).catch(() => {});
       break;
     case 'pong': if (typeof message.t === 'number') stats.pingRtt = performance.now() - message.t; break;
-    case 'error': console.warn('agent:', message.message); break;
+    case 'error': console.warn('agent:', message.message); window.viewer.lastError = message.message; break;
     case 'notice': if (typeof message.message === 'string') notices.show(message); break;
     case 'unsaved': if (Array.isArray(message.documents)) notices.unsaved = message.documents.map(String); break;
     default: break;
@@ -211,6 +222,10 @@ window.viewer = {
   get resource() { return whep && whep.resource; },
   get unsaved() { return notices.unsaved; },
   get notice() { return notices.banner.hidden ? null : notices.banner.textContent; },
+  get presence() { return presence.state; },
+  get overlay() { return overlay.hidden ? null : $('overlay-text').textContent; },
+  sendRaw, // what a page that ignores its role could send: the agent must refuse it
+  lastError: null,
 };
 
 connect();
