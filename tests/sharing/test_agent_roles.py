@@ -178,9 +178,9 @@ async def test_revocation_and_expiry_disconnect_only_that_share(agent):
     try:
         status, body = await agent_post(agent, "/viewers/disconnect", {"share": "shgone"})
         assert status == 200 and body == {"disconnected": 1}
-        ended = await revoked.receive("disconnect", timeout=1)
+        ended = await revoked.receive("disconnect", timeout=10)
         assert ended["reason"] == "revoked" and "revoked or has expired" in ended["message"]
-        expired = await soon.receive("disconnect", timeout=4)
+        expired = await soon.receive("disconnect", timeout=10)
         assert expired["reason"] == "expired"
 
         async def peers():
