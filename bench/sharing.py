@@ -7,9 +7,10 @@ agent CPU with 1 viewer and with N viewers (one encode for all: N ≤ 1 + 20 %),
 decoded fps with N watching (the slowest and the median), the owner's glass-to-glass latency
 p95 alone and with N-1 others watching (within 10 %), and how long a revoked share's viewer
 takes to be told and disconnected (SPEC: within 1 s). Every viewer is a real aiortc client
-decoding real frames (bench/marker_client.py). The WebSocket transport does not exist on this
-branch, so all N are WebRTC (the output says so); once it does, half should be WebSocket.
-CPU is % of one core, from /proc.
+decoding real frames (bench/marker_client.py); the N-1 watchers run in a process of their own
+(`--watch`), so that their decoding shares the machine's cores with the owner's client but not
+its event loop. The WebSocket transport does not exist on this branch, so all N are WebRTC
+(the output says so); once it does, half should be WebSocket. CPU is % of one core, from /proc.
 """
 from __future__ import annotations
 
@@ -103,6 +104,50 @@ async def revoke_ms(url: str, rounds: int) -> list[float]:
     return out
 
 
+async def watch(url: str, count: int) -> None:
+    """`--watch`: keep `count` view-only viewers decoding; on each line "fps" from stdin print
+    their fps since the last mark as JSON, "ready" once all are connected; exit at EOF."""
+    viewers = [await join(url, f"shwatch{i}") for i in range(count)]
+    loop = asyncio.get_running_loop()
+    mark, frames = time.monotonic(), [v.frames for v in viewers]
+    print(json.dumps({"ready": count}), flush=True)
+    try:
+        while (line := await loop.run_in_executor(None, sys.stdin.readline)):
+            if line.strip() == "fps":
+                now = time.monotonic()
+                print(json.dumps({"fps": [(v.frames - f) / (now - mark) for v, f in zip(viewers, frames)]}), flush=True)
+                mark, frames = now, [v.frames for v in viewers]
+    finally:
+        for v in viewers:
+            await v.close(delete=False)
+
+
+class Watchers:
+    """The `--watch` process, driven over its stdin/stdout."""
+
+    def __init__(self, url: str, count: int) -> None:
+        self.proc = subprocess.Popen([sys.executable, __file__, "--watch", url, "--viewers", str(count)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+
+    async def read(self) -> dict:
+        line = await asyncio.to_thread(self.proc.stdout.readline)
+        if not line:
+            raise RuntimeError("the watchers' process ended")
+        return json.loads(line)
+
+    async def fps(self) -> list[float]:
+        self.proc.stdin.write("fps\n")
+        self.proc.stdin.flush()
+        return (await self.read())["fps"]
+
+    def stop(self) -> None:
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
 async def run(count: int, size: str, quick: bool) -> list[dict]:
     xvfb = start_xvfb(size)
     port = free_port()
@@ -111,6 +156,7 @@ async def run(count: int, size: str, quick: bool) -> list[dict]:
                               "--host", "127.0.0.1", "--port", str(port), "--token", TOKEN,
                               "--max-peers", str(count + 4)], cwd=ROOT, stderr=subprocess.DEVNULL)
     viewers: list[Viewer] = []
+    watchers: Watchers | None = None
     motion_s, samples = (6, 12) if quick else (15, 40)
     try:
         await wait_healthy(url)
@@ -120,13 +166,17 @@ async def run(count: int, size: str, quick: bool) -> list[dict]:
         await owner.wait_for(lambda f: close(small_rgb(f), (0, 0, 0)), timeout=30)
         alone = await latencies(owner, xvfb.display, samples, 7)
         cpu_one, _ = await under_motion(agent.pid, xvfb.display, viewers, motion_s)
-        for i in range(count - 1):
-            viewers.append(await join(url, f"shwatch{i}"))
-        cpu_all, fps = await under_motion(agent.pid, xvfb.display, viewers, motion_s)
+        watchers = Watchers(url, count - 1)
+        assert (await watchers.read())["ready"] == count - 1
+        await watchers.fps()  # the mark
+        cpu_all, owner_fps = await under_motion(agent.pid, xvfb.display, viewers, motion_s)
+        fps = owner_fps + await watchers.fps()
         await asyncio.sleep(1)
         crowded = await latencies(owner, xvfb.display, samples, 7)
         revoked = await revoke_ms(url, 5 if quick else 15)
     finally:
+        if watchers is not None:
+            watchers.stop()
         for v in viewers:
             await v.close(delete=False)
         agent.terminate()
@@ -151,7 +201,11 @@ async def main() -> None:
     parser.add_argument("--viewers", type=int, default=20)
     parser.add_argument("--size", default="640x360")
     parser.add_argument("--quick", action="store_true", help="fewer samples, shorter phases")
+    parser.add_argument("--watch", metavar="URL", help=argparse.SUPPRESS)  # the watchers' process
     args = parser.parse_args()
+    if args.watch:
+        await watch(args.watch, args.viewers)
+        return
     if args.viewers < 2:
         parser.error("--viewers must be at least 2")
     for row in await run(args.viewers, args.size, args.quick):

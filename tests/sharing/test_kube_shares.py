@@ -106,3 +106,50 @@ async def test_the_crd_refuses_a_share_record_of_another_shape(api: FakeKube, ku
             assert err.value.status == 422
     finally:
         await kube.close()
+
+
+async def test_in_kubernetes_mode_a_guest_on_one_replica_is_disconnected_by_a_revoke_on_the_other(
+        api: FakeKube, kubeconfig: Path, aiohttp_client):
+    """Real pods' agents (the simulated kubelet runs real session agents): the guest watches
+    through replica B, is view-only at the agent, and is disconnected by a revoke on replica A."""
+    from dataclasses import replace
+
+    from gateway.controller.settings import ControllerSettings
+    from gateway.kube.objects import PodSettings
+    from gateway.spawners.kubernetes import KubernetesSpawner
+    from tests.agent_process import free_port
+    from tests.kube.kubelet import FakeKubelet
+    from tests.whep_client import Viewer
+
+    kubelet = FakeKubelet(api, agents=True)
+    try:
+        port = free_port()
+        apps = []
+        for controller in (True, False):
+            config = Config(host="127.0.0.1", port=0, spawner="kubernetes", namespace=NAMESPACE,
+                            controller=controller, token=TOKEN, start_timeout=120,
+                            agent_token_key=TOKEN_KEY)
+            apps.append(await aiohttp_client(create_app(config, KubernetesSpawner(config, replace(
+                ControllerSettings(), pod=replace(PodSettings(), agent_port=port))))))
+        a, b = apps
+        sid = (await (await a.post("/api/sessions", json={"application": "gimp"}, headers=AUTH)).json())["id"]
+        for replica in apps:
+            await eventually(lambda: replica.app[REGISTRY].spawner.route(sid), timeout=120)
+        made = await (await a.post(f"/api/sessions/{sid}/shares", json={"role": "view"}, headers=AUTH)).json()
+        await eventually(lambda: b.app[REGISTRY].spawner.get(sid).shares)
+        grant = grant_of(await b.get(made["url"], allow_redirects=False))
+        b.session.cookie_jar.clear()
+        guest = Viewer(str(b.make_url("/")), headers={"Cookie": f"{SHARE_COOKIE}={grant}"})
+        await guest.connect(f"/streaming/{sid}/whep")
+        try:
+            assert (await guest.receive("control", timeout=30))["role"] == "view"
+            guest.send({"type": "button", "button": 1, "down": True})
+            assert "view-only" in (await guest.receive("error"))["message"]
+            viewers = (await (await a.get(f"/api/sessions/{sid}/viewers", headers=AUTH)).json())["viewers"]
+            assert [(v["role"], v.get("share")) for v in viewers] == [("view", made["id"])]
+            assert (await a.delete(f"/api/sessions/{sid}/shares/{made['id']}", headers=AUTH)).status == 204
+            assert (await guest.receive("disconnect", timeout=10))["reason"] == "revoked"
+        finally:
+            await guest.close(delete=False)
+    finally:
+        await kubelet.close()
