@@ -158,6 +158,8 @@ async def create_share(request: web.Request) -> web.Response:
         role, expires_in = shares.parse_create(await _json_body(request))
     except shares.ShareError as exc:
         return json_error(400, str(exc))
+    if not session.active:
+        return json_error(409, f"the session is {session.phase.value}: there is nothing to share")
     now = time.time()
     share, token = shares.new_share(role, expires_in, now)
 

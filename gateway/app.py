@@ -80,9 +80,10 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = _route_name(request)
         metrics.requests.labels(request.method, route, str(status)).inc()
         metrics.request_duration.labels(request.method, route).observe(elapsed)
-        user = request.get(USER)
+        user, guest = request.get(USER), request.get(GUEST)
         log_event(http_log, "http_request", method=request.method, path=request.path, status=status,
-                  duration_ms=round(elapsed * 1000, 2), user_id=user.id if user else None)
+                  duration_ms=round(elapsed * 1000, 2), user_id=user.id if user else None,
+                  share=guest.share if guest else None)
 
 
 async def static_file(request: web.Request) -> web.FileResponse:
@@ -175,6 +176,9 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     user = auth.identify(request)
     if user is None:
         guest, ended = _guest(request, auth)
+        if ended == "gone":  # the grant is genuine, the session is over: say that
+            return (web.FileResponse(WEB / "notfound.html", status=404) if page
+                    else json_error(404, "no such session"))
         if guest is not None:
             roles = GUEST_ROUTES.get((request.method, _route_name(request)))
             if roles is None or guest.role not in roles:
@@ -189,18 +193,21 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     return await handler(request)
 
 
-def _guest(request: web.Request, auth: Authenticator) -> tuple[Guest | None, bool]:
+def _guest(request: web.Request, auth: Authenticator) -> tuple[Guest | None, str | None]:
     """(the guest, None) when the request carries a grant of a share that is still live; (None,
-    True) for the grant of a share that was revoked or expired; (None, False) otherwise."""
+    "ended") for the grant of a share that was revoked or expired, (None, "gone") for one of a
+    session that no longer exists; (None, None) when it carries no genuine grant for this id."""
     session_id = request.match_info.get("id")
     if session_id is None:
-        return None, False
+        return None, None
     grant = auth.guest(request, session_id)
     if grant is None:
-        return None, False
+        return None, None
     session = request.app[REGISTRY].spawner.get(session_id)
-    live = session is not None and shares.by_id(session.shares, grant.share, time.time())
-    return (grant, False) if live else (None, True)
+    if session is None:
+        return None, "gone"
+    live = shares.by_id(session.shares, grant.share, time.time())
+    return (grant, None) if live else (None, "ended")
 
 
 def _share_ended() -> web.Response:

@@ -254,7 +254,8 @@ def spec(config: Config) -> dict[str, Any]:
                         "201": _json(_ref("NewShare"), "the link (its token is shown only now)"),
                         "400": _error("the body is not a valid request"),
                         "401": _UNAUTHORIZED, "403": _GUEST_REFUSED, "404": _NOT_YOURS,
-                        "409": _error("the session has as many live links as it may"),
+                        "409": _error("the session has as many live links as it may, or is "
+                                      "ending or failed"),
                         "413": _error("body too large"),
                         "503": _error("the link cannot be stored right now")}}},
             "/api/sessions/{id}/shares/{share}": {

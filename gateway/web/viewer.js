@@ -89,7 +89,7 @@ async function sessionState() {
     if (session.phase === 'terminating') return end('This session has been ended.');
     return session.phase;
   } catch (err) {
-    if (err.status === 404) return end('This session has ended. Your files are kept for next time.');
+    if (err.status === 404) return end(presence.guest ? 'This session has ended.' : 'This session has ended. Your files are kept for next time.');
     if (err.status === 401) return end(presence.guest ? ENDED_TEXT : err.message, 'failed');
     return retry(err.message);
   }

@@ -198,3 +198,24 @@ async def test_a_guest_through_the_gateway_is_view_only_listed_and_disconnected_
     finally:
         await guest.close(delete=False)
         await owner.close()
+
+
+async def test_a_guest_of_an_ended_session_is_told_it_ended_and_it_cannot_be_shared(gateway):
+    client = await gateway(auth="jwt")
+    alice = user("alice")
+    sid = await new_session(client, alice)
+    link = await share(client, sid, alice, role="control")
+    _, grant, _ = await open_link(client, link["url"])
+    assert (await client.delete(f"/api/sessions/{sid}", headers=alice)).status == 202
+    r = await client.post(f"/api/sessions/{sid}/shares", json={"role": "view"}, headers=alice)
+    if r.status != 404:  # still terminating
+        assert r.status == 409 and "terminating" in (await r.json())["error"]
+
+    async def gone():
+        return client.app[REGISTRY].spawner.get(sid) is None
+    await eventually(gone)
+    api = await client.get(f"/api/sessions/{sid}", headers=with_grant(grant))
+    assert api.status == 404 and (await api.json())["error"] == "no such session"
+    assert (await client.get(f"/streaming/{sid}/", headers=with_grant(grant))).status == 404
+    # Still nothing else: the grant of a gone session opens no other route either.
+    assert (await client.get("/api/sessions", headers=with_grant(grant))).status == 401
