@@ -96,6 +96,8 @@ SUITE = (
     # Issue 14: 20 viewers of one session (one encode for all), the owner's latency among
     # them, and how soon a revoked link's viewer is disconnected.
     Bench("sharing", "sharing", quick_args=("--quick",)),
+    # Issue 13: exact pixels on a still screen (the lossless overlay).
+    Bench("refine", "refine", quick_args=("--quick",)),
     # Kiosk installations (deploy/optional/kiosk): a warm pod serves within the warm pool's
     # promise of a second; the cold start is shown beside it (a simulated kubelet: no image
     # pull, no scheduling delay, so it is a floor for a real cluster, with no target).

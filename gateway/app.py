@@ -39,6 +39,7 @@ GUEST_ROUTES: dict[tuple[str, str], tuple[str, ...]] = {
     ("POST", "/streaming/{id}/whep"): shares.ROLES,
     ("DELETE", "/streaming/{id}/whep/{peer}"): shares.ROLES,
     ("PATCH", "/streaming/{id}/whep/{peer}"): shares.ROLES,
+    ("GET", "/streaming/{id}/refine/{n}"): shares.ROLES,
     ("GET", "/streaming/{id}/ws"): shares.ROLES,
     ("GET", "/streaming/{id}/clipboard"): ("control",),
     ("PUT", "/streaming/{id}/clipboard"): ("control",),

@@ -319,6 +319,15 @@ def spec(config: Config) -> dict[str, Any]:
                     "responses": {"405": _error("send every candidate in the offer",
                                                 Allow="Allow"),
                                   "413": _error("body too large"), **_ROUTE_ERRORS}}},
+            "/streaming/{id}/refine/{n}": {
+                "parameters": [_ID, {"name": "n", "in": "path", "required": True,
+                                     "schema": {"type": "string", "pattern": "^[0-9]{1,11}$"}}],
+                "get": {"summary": "the lossless overlay of a still screen named by a `refine` "
+                                   "message (docs/PROTOCOL.md)",
+                        "responses": {"200": {"description": "PNG, transparent where unchanged",
+                                              "content": {"image/png": {"schema": {
+                                                  "type": "string", "format": "binary"}}}},
+                                      **_ROUTE_ERRORS}}},
         },
         "components": {
             "securitySchemes": {

@@ -225,6 +225,21 @@ async def viewers_disconnect(request: web.Request) -> web.Response:
     return web.json_response({"disconnected": count})
 
 
+async def refine_get(request: web.Request) -> web.Response:
+    """`GET /refine/{id}`: the PNG of a `refine` message (session_agent/media/refine.py); 404
+    once superseded by a few newer ones: the viewer then waits for the next `full` one."""
+    if not _authorized(request):
+        return _unauthorized()
+    refiner = request.app[PIPELINE].refiner
+    text = request.match_info["id"]
+    refinement = refiner.get(int(text)) if refiner is not None and text.isascii() and text.isdigit() and len(text) < 12 else None
+    if refinement is None:
+        return _error(404, "no such refinement (superseded, or refinement is off)")
+    return web.Response(body=refinement.png, content_type="image/png",
+                        headers={"Cache-Control": "no-store", "X-Refine-X": str(refinement.x),
+                                 "X-Refine-Y": str(refinement.y)})
+
+
 async def metrics_handler(request: web.Request) -> web.Response:
     if not _authorized(request):
         return _unauthorized()
@@ -252,7 +267,8 @@ def create_app(config: AgentConfig, encoder: EncoderKind, *, channel_factory=Non
         on_display_lost(reason)
 
     pipeline = MediaPipeline(config.display, encoder, max_fps=config.max_fps, refresh_s=config.refresh_s,
-                             bitrate=bitrate, metrics=metrics, on_display_lost=display_lost)
+                             bitrate=bitrate, metrics=metrics, on_display_lost=display_lost,
+                             refine_s=config.refine_s)
     app[PIPELINE] = pipeline
     app[PROBLEM] = lambda: pipeline.error or problem()
     # X input, clipboard, cursor and resize, shared by every peer's `input` data channel
@@ -263,6 +279,7 @@ def create_app(config: AgentConfig, encoder: EncoderKind, *, channel_factory=Non
     app[PRESENCE] = presence = Presence(viewers, input_session)
     factory = ((lambda send, peer: channel_factory(send)) if channel_factory is not None
                else presence.channel)
+    pipeline.broadcast = input_session.broadcast
     app[PEERS] = PeerManager(pipeline, metrics, max_peers=config.max_peers,
                              prefer="vp8" if config.encoder == "vp8" else "h264",
                              channel_factory=factory, viewers=viewers, on_gone=presence.closed)
@@ -282,6 +299,7 @@ def create_app(config: AgentConfig, encoder: EncoderKind, *, channel_factory=Non
     app.router.add_post("/notice", notice_post)
     app.router.add_get("/viewers", viewers_get)
     app.router.add_post("/viewers/disconnect", viewers_disconnect)
+    app.router.add_get("/refine/{id}", refine_get)
     app.router.add_post("/whep", whep_post)
     app.router.add_options("/whep", whep_options)
     app.router.add_delete("/whep/{peer}", whep_delete)

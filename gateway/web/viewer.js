@@ -5,6 +5,7 @@ import { FilesPanel } from './files.js';
 import { InputCapture } from './input.js';
 import { Notices } from './notices.js';
 import { ENDED_TEXT, Presence } from './presence.js';
+import { RefineOverlay } from './refine.js';
 import { StatsOverlay } from './stats.js';
 import { WhepSession } from './whep.js';
 
@@ -45,6 +46,7 @@ const input = new InputCapture(screen, send);
 const cursor = new LocalCursor(screen);
 const stats = new StatsOverlay($('stats'));
 const notices = new Notices($('notice'));
+const refine = new RefineOverlay($('refine'), `/streaming/${encodeURIComponent(sessionId)}/refine/`);
 input.attach();
 const presence = new Presence({
   screen, toolbar: document.querySelector('.toolbar'), display: () => input.display, send: sendRaw,
@@ -108,6 +110,7 @@ async function connect() {
   }
   const current = new WhepSession(endpoint);
   whep = current;
+  refine.restart();
   try {
     await current.connect((stream) => {
       video.srcObject = stream;
@@ -140,7 +143,10 @@ async function connect() {
 }
 
 function setDisplay(width, height) {
-  if (width > 0 && height > 0) input.display = { width, height };
+  if (width > 0 && height > 0) {
+    input.display = { width, height };
+    refine.resize(width, height);
+  }
 }
 
 function onMessage(event) {
@@ -156,6 +162,7 @@ function onMessage(event) {
     case 'pong': if (typeof message.t === 'number') stats.pingRtt = performance.now() - message.t; break;
     case 'error': console.warn('agent:', message.message); window.viewer.lastError = message.message; break;
     case 'notice': if (typeof message.message === 'string') notices.show(message); break;
+    case 'refine': case 'unrefine': refine.message(message); break;
     case 'unsaved': if (Array.isArray(message.documents)) notices.unsaved = message.documents.map(String); break;
     default: break;
   }
@@ -221,6 +228,7 @@ window.viewer = {
   get state() { return document.body.dataset.state; },
   get resource() { return whep && whep.resource; },
   get unsaved() { return notices.unsaved; },
+  get refined() { return refine.canvas.style.visibility === 'visible' ? refine.applied : 0; },
   get notice() { return notices.banner.hidden ? null : notices.banner.textContent; },
   get presence() { return presence.state; },
   get overlay() { return overlay.hidden ? null : $('overlay-text').textContent; },

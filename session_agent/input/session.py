@@ -104,6 +104,10 @@ class InputSession:
             self.note_activity()
         return max(0.0, self._loop.time() - self.last_activity)
 
+    def broadcast(self, message: dict[str, Any]) -> None:
+        """A message from the media side (refine/unrefine) to every viewer."""
+        self._broadcast(message)
+
     def notify(self, notice: dict[str, Any]) -> None:
         """A notice from the gateway (the session ends soon, ...) to every viewer."""
         self._broadcast({"type": "notice", **notice})

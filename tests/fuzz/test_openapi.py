@@ -115,6 +115,8 @@ async def test_real_responses_of_every_operation_match_it(live_gateway: LiveGate
             await call("DELETE", peer)
         finally:
             await pc.close()
+        await call("GET", f"/streaming/{sid}/refine/1")  # nobody watches: none kept, 404
+        await call("GET", f"/streaming/{sid}/refine/x")
         files = f"/api/sessions/{sid}/files/"  # the session's home, on its agent
         await call("PUT", files + "Uploads/a.txt", data=b"hello")
         await call("PUT", files + "Uploads/a.txt", data=b"hello again")
