@@ -89,8 +89,7 @@ export class Presence {
     this.badge.hidden = owner;
     this.badge.textContent = this.role === 'control' && this.exclusive ? 'View only (the owner has control)'
       : ROLE_TEXT[this.role] || this.role;
-    this.peopleButton.hidden = !owner;
-    this.controlButton.hidden = !owner;
+    this.showOwnerTools();
     this.controlButton.textContent = this.exclusive ? 'Give control back' : 'Take control';
     this.controlButton.title = this.exclusive ? 'Let guests with control links drive again'
       : 'Make everyone else view-only';
@@ -104,8 +103,17 @@ export class Presence {
     if (resize && !owner) resize.closest('label').hidden = true;
   }
 
+  // The owner's People and control buttons, once somebody else is there (alone, the toolbar
+  // stays as it was).
+  showOwnerTools() {
+    const shown = this.role === 'owner' && (this.viewers.length > 1 || this.exclusive);
+    this.peopleButton.hidden = this.controlButton.hidden = !shown;
+    if (!shown) this.panel.hidden = true;
+  }
+
   onViewers(viewers) {
     this.viewers = viewers;
+    this.showOwnerTools();
     this.peopleButton.textContent = `People (${viewers.length})`;
     this.list.replaceChildren(...viewers.map((v) => el('li', { className: 'person' },
       el('span', { className: 'person-label' }, v.label || v.peer),
