@@ -57,7 +57,9 @@ class Presence:
         self.input = input_session
         self.floor = Floor()
         self._channels: dict[str, InputChannel] = {}
-        self._peer_of: dict[int, str] = {}  # id(channel) -> peer
+        # id(channel) -> (peer, role), fixed when the channel is made; a channel not in here
+        # (its peer is gone) is refused everything, whatever it sends
+        self._peer_of: dict[int, tuple[str, str]] = {}
         self._pointers: dict[str, _Pointer] = {}
         registry.on_change(self._viewers_changed)
         registry.on_ending(self._ending)
@@ -68,8 +70,11 @@ class Presence:
         """The input channel of a registered viewer (unknown peers are the owner, as before)."""
         role = self._role(peer)
         channel = self.input.channel(send, control=role != "view", gate=self)
+        old = self._channels.get(peer)
+        if old is not None:  # a second `input` channel of one peer replaces the first
+            self._peer_of.pop(id(old), None)
         self._channels[peer] = channel
-        self._peer_of[id(channel)] = peer
+        self._peer_of[id(channel)] = (peer, role)
         channel.send(self._control_message(peer))
         if role == "owner":
             channel.send(self._viewers_message())
@@ -94,15 +99,20 @@ class Presence:
     # -- Gate (input/channel.py) -------------------------------------------------------------
 
     def admit(self, channel: InputChannel, msg: m.Message) -> str | None:
-        peer = self._peer_of.get(id(channel), "")
-        role = self._role(peer)
+        known = self._peer_of.get(id(channel))
+        if known is None:
+            return "this channel's viewer has left"
+        peer, role = known
         if isinstance(msg, m.Control):
             return None if role == "owner" else "only the session's owner hands control over"
         holder = self.registry.get(self.floor.holder) if self.floor.holder else None
         return self.floor.refusal(peer, role, kind_of(msg), holder.label if holder else "someone")
 
     def done(self, channel: InputChannel, msg: m.Message) -> None:
-        peer = self._peer_of.get(id(channel), "")
+        known = self._peer_of.get(id(channel))
+        if known is None:
+            return
+        peer = known[0]
         if isinstance(msg, m.Control):
             self._set_exclusive(msg.exclusive)
         elif isinstance(msg, (m.Pointer, m.Point)):

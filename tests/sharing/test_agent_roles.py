@@ -201,3 +201,33 @@ async def test_revocation_and_expiry_disconnect_only_that_share(agent):
     finally:
         for v in (owner, revoked, kept, soon):
             await v.close()
+
+
+async def test_a_second_input_channel_never_gains_a_role(agent):
+    """A guest's client opening another `input` channel and closing the first: what is left
+    is refused everything, never taken for the owner (unknown peers are owners by default)."""
+    import json
+
+    recorder = Recorder(agent.display)
+    helper = await join(agent, guest("shtwo", "control", "Carl"))
+    try:
+        await helper.receive("control")
+        second = helper.pc.createDataChannel("input")
+        opened, got = asyncio.Event(), asyncio.Queue()
+        second.on("open", opened.set)
+        second.on("message", lambda raw: got.put_nowait(json.loads(raw)))
+        await asyncio.wait_for(opened.wait(), 10)
+        helper.channel.close()
+        await asyncio.sleep(0.5)
+        for message in ({"type": "control", "exclusive": True}, {"type": "resize", "width": 320, "height": 240},
+                        {"type": "key", "code": "KeyK", "key": "k", "down": True}):
+            second.send(json.dumps(message))
+            while (answer := await asyncio.wait_for(got.get(), 10))["type"] != "error":
+                pass
+            assert "left" in answer["message"] or "owner" in answer["message"], answer
+        await asyncio.sleep(0.3)
+        await recorder.wait_for(lambda seen: True)
+        assert not any(s.kind == "key" for s in recorder.seen)
+    finally:
+        await helper.close()
+        recorder.close()
