@@ -57,6 +57,8 @@ async def test_owner_and_two_guests_in_three_browser_contexts(gateway, monkeypat
         try:
             owner_ctx, view_ctx, control_ctx = [await browser.new_context(viewport={"width": 900, "height": 600})
                                                 for _ in range(3)]
+            for context in (owner_ctx, view_ctx, control_ctx):
+                context.set_default_timeout(60_000)  # generous: two cores shared with others
             # The owner shares from the launcher: Share on the running session, two links.
             launcher = await owner_ctx.new_page()
             await launcher.goto(f"{base}/?token={TOKEN}")
@@ -99,7 +101,7 @@ async def test_owner_and_two_guests_in_three_browser_contexts(gateway, monkeypat
             await helper.keyboard.press("z")
             typed = []
             while "z" not in typed:
-                press = await asyncio.to_thread(recorder.next_press, "key")
+                press = await asyncio.to_thread(recorder.next_press, "key", 60)
                 typed.append(recorder.text_of(press.detail))
             clicks = []
             while not recorder.presses.empty():
