@@ -87,7 +87,8 @@ async def join(url: str, share: str | None = None) -> Viewer:
 
 
 async def revoke_ms(url: str, rounds: int) -> list[float]:
-    """POST /viewers/disconnect for a share -> its viewer has the `disconnect` message."""
+    """POST /viewers/disconnect for a share -> answered once the agent has told its viewer
+    (`disconnect` message) and closed it; the viewer has the message by then."""
     out = []
     async with aiohttp.ClientSession() as http:
         for i in range(rounds):
