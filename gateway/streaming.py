@@ -144,7 +144,11 @@ async def whep_peer(request: web.Request) -> web.Response:
     if isinstance(route, web.Response):
         return route
     body = await request.read() if request.method == "PATCH" else None
-    return await _forward(request, route, request.method, f"/whep/{peer}", body)
+    session = _session(request)
+    assert session is not None  # _route found it
+    # Who asks: the agent lets a guest end only its own share's viewers.
+    return await _forward(request, route, request.method, f"/whep/{peer}", body,
+                          viewer_headers(request, session))
 
 
 @routes.get("/streaming/{id}/refine/{n}")

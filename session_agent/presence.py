@@ -7,8 +7,9 @@ is refused, `control` viewers take turns by the floor (floor.py), and only the o
 control over. Agent -> client messages it adds (docs/PROTOCOL.md):
 
 - `{"type":"viewers","viewers":[…]}` to every owner viewer whenever someone joins or leaves;
-- `{"type":"pointer","peer","label","x","y"}` to the others (at most POINTER_HZ per participant;
-  `"gone":true` when one leaves), drawn by each client, never by X;
+- `{"type":"pointer","id","label","x","y"}` to the others (at most POINTER_HZ per participant;
+  `"gone":true` when one leaves), drawn by each client, never by X; `id` names the pointer, not
+  the peer (peer ids go to owners only);
 - `{"type":"control","role","exclusive","holder"}` to each viewer: its role, whether the owner
   holds control alone, and who holds a button or key now;
 - `{"type":"disconnect","reason":"revoked"|"expired","message"}` just before a share's viewer
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +47,7 @@ def kind_of(msg: m.Message) -> Kind:
 
 @dataclass
 class _Pointer:
+    id: str = field(default_factory=lambda: secrets.token_hex(6))  # never the peer id (see below)
     x: int = 0
     y: int = 0
     sent: float = -1.0  # monotonic time of the last broadcast
@@ -92,7 +95,7 @@ class Presence:
         if pointer is not None:
             if pointer.timer is not None:
                 pointer.timer.cancel()
-            self._broadcast({"type": "pointer", "peer": peer, "gone": True}, skip=peer)
+            self._broadcast({"type": "pointer", "id": pointer.id, "gone": True}, skip=peer)
         if self.floor.leave(peer):
             self._control_changed()
 
@@ -185,7 +188,8 @@ class Presence:
 
     def _pointer_message(self, peer: str, pointer: _Pointer) -> dict[str, Any]:
         viewer = self.registry.get(peer)
-        return {"type": "pointer", "peer": peer, "label": viewer.label if viewer else "owner",
+        # A pointer is named by an id of its own: a peer id would let a guest end that peer.
+        return {"type": "pointer", "id": pointer.id, "label": viewer.label if viewer else "owner",
                 "x": pointer.x, "y": pointer.y}
 
     def _broadcast(self, message: dict[str, Any], skip: str | None = None) -> None:

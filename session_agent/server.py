@@ -124,10 +124,20 @@ async def whep_post(request: web.Request) -> web.Response:
                         headers={"Location": f"/whep/{peer_id}", "ETag": f'"{peer_id}"'})
 
 
+def _may_end(request: web.Request, peer: str) -> bool:
+    """A guest (X-Viewer-Role from the gateway) may end only a viewer of its own share; the
+    owner (no header, as before shares) any."""
+    if request.headers.get("X-Viewer-Role", "owner") == "owner":
+        return True
+    viewer = request.app[VIEWERS].get(peer)
+    return viewer is not None and viewer.share is not None and viewer.share == request.headers.get("X-Viewer-Share")
+
+
 async def whep_delete(request: web.Request) -> web.Response:
     if not _authorized(request):
         return _unauthorized()
-    if not await request.app[PEERS].delete(request.match_info["peer"]):
+    peer = request.match_info["peer"]
+    if not _may_end(request, peer) or not await request.app[PEERS].delete(peer):
         return _error(404, "unknown peer")
     return web.json_response({"status": "deleted"})
 

@@ -34,7 +34,7 @@ export class Presence {
     this.exclusive = false;
     this.holder = null;
     this.viewers = [];
-    this.pointers = new Map(); // peer -> element
+    this.pointers = new Map(); // pointer id -> element
     this.lastPoint = 0;
     this.layer = el('div', { className: 'pointers' });
     screen.append(this.layer);
@@ -118,16 +118,14 @@ export class Presence {
     this.list.replaceChildren(...viewers.map((v) => el('li', { className: 'person' },
       el('span', { className: 'person-label' }, v.label || v.peer),
       el('span', { className: 'person-meta' }, `${ROLE_TEXT[v.role] || v.role} · ${v.transport} · ${ago(v.since)}`))));
-    const here = new Set(viewers.map((v) => v.peer));
-    for (const peer of this.pointers.keys()) if (!here.has(peer)) this.removePointer(peer);
   }
 
   onPointer(message) {
-    if (message.gone) { this.removePointer(message.peer); return; }
-    let node = this.pointers.get(message.peer);
+    if (message.gone) { this.removePointer(message.id); return; }
+    let node = this.pointers.get(message.id);
     if (!node) {
       node = el('div', { className: 'remote-pointer' }, el('span', { className: 'remote-pointer-label' }));
-      this.pointers.set(message.peer, node);
+      this.pointers.set(message.id, node);
       this.layer.append(node);
     }
     node.dataset.x = message.x;
@@ -136,10 +134,10 @@ export class Presence {
     this.place(node);
   }
 
-  removePointer(peer) {
-    const node = this.pointers.get(peer);
+  removePointer(id) {
+    const node = this.pointers.get(id);
     if (node) node.remove();
-    this.pointers.delete(peer);
+    this.pointers.delete(id);
   }
 
   // Display pixels -> the letterboxed video's place on the page (input.js's toDisplay, inverted).

@@ -182,6 +182,16 @@ async def test_a_guest_through_the_gateway_is_view_only_listed_and_disconnected_
         viewers = (await r.json())["viewers"]
         assert sorted((v["role"], v["transport"]) for v in viewers) == [("owner", "webrtc"), ("view", "webrtc")]
         assert all(set(v) >= {"peer", "role", "transport", "since"} for v in viewers)
+        # The guest cannot end the owner's viewer, even knowing its URL; nor learn peer ids
+        # from the pointers it is sent.
+        owner.send({"type": "pointer", "x": 5, "y": 5})
+        pointer = await guest.receive("pointer", timeout=20)
+        owner_peer = owner.location.rsplit("/", 1)[1]
+        assert owner_peer not in str(pointer) and "peer" not in pointer
+        r = await client.delete(owner.location, headers=with_grant(grant))
+        assert r.status == 404
+        r = await client.get(f"/api/sessions/{sid}/viewers", headers=owner_headers)
+        assert owner_peer in [v["peer"] for v in (await r.json())["viewers"]]
         assert (await client.delete(f"/api/sessions/{sid}/shares/{link['id']}", headers=owner_headers)).status == 204
         # (How soon: bench/sharing.py measures it against the SPEC's 1 s.)
         ended = await guest.receive("disconnect", timeout=10)
