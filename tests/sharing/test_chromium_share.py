@@ -77,9 +77,17 @@ async def test_owner_and_two_guests_in_three_browser_contexts(gateway, monkeypat
             await watcher.goto(view_link)
             helper = await control_ctx.new_page()
             await helper.goto(control_link)
+            logs = {watcher: [], helper: []}
+            for page in logs:
+                page.on("console", lambda m, page=page: logs[page].append(m.text))
             for page, role in ((watcher, "view"), (helper, "control")):
                 await page.wait_for_function("window.viewer && window.viewer.state === 'connected'", timeout=60_000)
-                await presence(page, f"p.role === '{role}'")
+                try:
+                    await presence(page, f"p.role === '{role}'")
+                except Exception as exc:  # say what the page believed (a rare flake, unexplained)
+                    seen = await page.evaluate("JSON.stringify({state: window.viewer.state, "
+                                               "presence: window.viewer.presence, error: window.viewer.lastError})")
+                    raise AssertionError(f"{role} guest: {seen}; console: {logs[page][-20:]}") from exc
                 assert await page.locator("#end").is_hidden() and await page.locator("#files-toggle").is_hidden()
             # The owner's list follows the joins.
             await presence(owner, "p.viewers.map(v => v.role).sort().join() === 'control,owner,view'")
