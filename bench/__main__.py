@@ -93,6 +93,9 @@ SUITE = (
     )),
     # Issue 13: files through the gateway next to a direct copy, and the stream during an upload.
     Bench("files", "files", quick_args=("--quick",)),
+    # Issue 14: 20 viewers of one session (one encode for all), the owner's latency among
+    # them, and how soon a revoked link's viewer is disconnected.
+    Bench("sharing", "sharing", quick_args=("--quick",)),
     # Issue 13: exact pixels on a still screen (the lossless overlay).
     Bench("refine", "refine", quick_args=("--quick",)),
     # Kiosk installations (deploy/optional/kiosk): a warm pod serves within the warm pool's

@@ -70,6 +70,14 @@ class TableOnlySpawner(Spawner):
     def get(self, session_id: str) -> Session | None:
         return self._table.get(session_id)
 
+    async def update_shares(self, session_id: str, change: Any) -> Session:
+        session = self._table.get(session_id)
+        if session is None:
+            raise KeyError(session_id)
+        session = replace(session, shares=change(session.shares))
+        self._table.put(session)
+        return session
+
     def list(self, user: str | None = None) -> list[Session]:
         return self._table.list(user)
 

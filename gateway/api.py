@@ -3,21 +3,29 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import shlex
+import time
 from typing import Any
 
 from aiohttp import web
 
-from gateway import openapi
+import aiohttp
+
+from gateway import openapi, shares
 from gateway import resources as resource_limits
-from gateway.http import CONFIG, REGISTRY, json_error, user_of
+from gateway.http import CLIENT, CONFIG, REGISTRY, json_error, user_of, viewer_session
+from gateway.logs import log_event
 from gateway.sessions import LimitError
 from gateway.spawners.base import APPLICATIONS, Phase, Session, SpawnerError, SubscriberDropped
 
 KEEPALIVE_S = 15.0
 WRITE_TIMEOUT_S = 10.0  # a stream that cannot take a few bytes for this long is not read
 
+AGENT_TIMEOUT = aiohttp.ClientTimeout(total=5, connect=2)
+
+log = logging.getLogger("gateway.shares")
 routes = web.RouteTableDef()
 
 
@@ -125,7 +133,119 @@ def _mine(request: web.Request) -> Session:
 
 @routes.get("/api/sessions/{id}")
 async def get_session(request: web.Request) -> web.Response:
-    return web.json_response(_mine(request).public())
+    """The owner's, or (the viewer page asks) a guest's of this very session."""
+    session = viewer_session(request)
+    if session is None:
+        return json_error(404, "no such session")
+    return web.json_response(session.public())
+
+
+async def _json_body(request: web.Request) -> object:
+    charset = request.charset
+    if charset is not None and charset.lower().replace("-", "").replace("_", "") != "utf8":
+        raise shares.ShareError(f"unsupported charset {charset[:40]!r}: send UTF-8 JSON")
+    raw = await request.read()
+    try:
+        return json.loads(raw) if raw else {}
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise shares.ShareError("body is not valid JSON") from None
+
+
+@routes.post("/api/sessions/{id}/shares")
+async def create_share(request: web.Request) -> web.Response:
+    session = _mine(request)
+    try:
+        role, expires_in = shares.parse_create(await _json_body(request))
+    except shares.ShareError as exc:
+        return json_error(400, str(exc))
+    if not session.active:
+        return json_error(409, f"the session is {session.phase.value}: there is nothing to share")
+    now = time.time()
+    share, token = shares.new_share(role, expires_in, now)
+
+    def add(current: tuple[shares.Share, ...]) -> tuple[shares.Share, ...]:
+        live = shares.pruned(current, now)
+        if len(live) >= shares.MAX_SHARES:
+            raise shares.ShareError(f"at most {shares.MAX_SHARES} links per session: revoke one")
+        return (*live, share)
+
+    try:
+        await request.app[REGISTRY].spawner.update_shares(session.id, add)
+    except shares.ShareError as exc:
+        return json_error(409, str(exc))
+    except KeyError:
+        return json_error(404, "no such session")
+    except SpawnerError as exc:
+        return json_error(503, f"the link cannot be stored right now: {exc}")
+    log_event(log, "share_created", session_id=session.id, user_id=session.user, share=share.id,
+              role=role, expires_at=share.expires_at)
+    return web.json_response({"id": share.id, "role": role, "url": shares.link(session.id, token),
+                              "expires_at": share.expires_at}, status=201)
+
+
+@routes.get("/api/sessions/{id}/shares")
+async def list_shares(request: web.Request) -> web.Response:
+    session = _mine(request)
+    now = time.time()
+    return web.json_response({"shares": [s.public() for s in shares.pruned(session.shares, now)]})
+
+
+@routes.delete("/api/sessions/{id}/shares/{share}")
+async def revoke_share(request: web.Request) -> web.Response:
+    """Forget the share (no request with its grant passes any more, on any replica), then
+    tell the agent to disconnect its viewers now (media does not pass the gateway)."""
+    session = _mine(request)
+    share_id = request.match_info["share"]
+    if not any(s.id == share_id for s in session.shares):
+        return json_error(404, "no such share")
+    try:
+        updated = await request.app[REGISTRY].spawner.update_shares(
+            session.id, lambda current: tuple(s for s in current if s.id != share_id))
+    except KeyError:
+        return json_error(404, "no such session")
+    except SpawnerError as exc:
+        return json_error(503, f"the link cannot be revoked right now: {exc}")
+    disconnected = await _disconnect(request, updated, share_id)
+    log_event(log, "share_revoked", session_id=session.id, user_id=session.user, share=share_id,
+              disconnected=disconnected)
+    return web.Response(status=204)
+
+
+async def _agent(request: web.Request, session: Session, method: str, path: str,
+                 body: object = None) -> tuple[int, object]:
+    """(status, JSON) from the session's agent; (502, None) when it cannot be asked."""
+    route = request.app[REGISTRY].route(session)
+    if route is None:
+        return 409, None
+    try:
+        async with request.app[CLIENT].request(
+                method, route.url + path, json=body, timeout=AGENT_TIMEOUT,
+                headers={"Authorization": f"Bearer {route.token}"}) as r:
+            return r.status, await r.json(content_type=None)
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        log_event(log, "agent_unreachable", level=logging.WARNING, session_id=session.id,
+                  error=repr(exc))
+        return 502, None
+
+
+async def _disconnect(request: web.Request, session: Session, share_id: str) -> int | None:
+    status, body = await _agent(request, session, "POST", "/viewers/disconnect", {"share": share_id})
+    if status == 200 and isinstance(body, dict) and isinstance(body.get("disconnected"), int):
+        return body["disconnected"]
+    return None  # not running (nobody to disconnect), or unreachable: its grant is dead anyway
+
+
+@routes.get("/api/sessions/{id}/viewers")
+async def list_viewers(request: web.Request) -> web.Response:
+    session = _mine(request)
+    if request.app[REGISTRY].route(session) is None:
+        return web.json_response({"viewers": []})
+    status, body = await _agent(request, session, "GET", "/viewers")
+    if status != 200 or not isinstance(body, dict) or not isinstance(body.get("viewers"), list):
+        return json_error(502, "the session's agent did not answer")
+    keys = ("peer", "role", "transport", "since", "label", "share", "expires_at")
+    viewers = [{k: v[k] for k in keys if k in v} for v in body["viewers"] if isinstance(v, dict)]
+    return web.json_response({"viewers": viewers})
 
 
 @routes.delete("/api/sessions/{id}")

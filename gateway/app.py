@@ -6,6 +6,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -13,11 +14,11 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway import api, clipboard, files, streaming
-from gateway.auth import COOKIE, Authenticator
+from gateway import api, clipboard, files, shares, streaming
+from gateway.auth import COOKIE, SHARE_COOKIE, Authenticator, Guest
 from gateway.config import Config
 from gateway.proxies import networks, trusted_peer
-from gateway.http import AUTH, CLIENT, CONFIG, METRICS, REGISTRY, USER, json_error
+from gateway.http import AUTH, CLIENT, CONFIG, GUEST, METRICS, REGISTRY, USER, json_error
 from gateway.logs import log_event
 from gateway.metrics import Metrics
 from gateway.sessions import SessionRegistry
@@ -26,6 +27,24 @@ from gateway.spawners.local import LocalSpawner
 
 WEB = Path(__file__).parent / "web"
 _PAGE = re.compile(r"^/(streaming/[^/]+/)?$")  # the launcher and the viewer pages
+_VIEWER = re.compile(r"^/streaming/([^/]+)/$")
+# Everything a share link opens (SPEC "Sharing a session"): (method, route) -> the roles that
+# may. Any other route answers a guest 403 before its handler runs, so no handler has to think
+# about shares unless it is listed here. /ws and /clipboard are the WebSocket transport's and
+# the clipboard's routes (in force when they exist).
+GUEST_ROUTES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("GET", "/streaming/{id}/"): shares.ROLES,
+    ("GET", "/streaming/{id}"): shares.ROLES,
+    ("OPTIONS", "/streaming/{id}/whep"): shares.ROLES,
+    ("POST", "/streaming/{id}/whep"): shares.ROLES,
+    ("DELETE", "/streaming/{id}/whep/{peer}"): shares.ROLES,
+    ("PATCH", "/streaming/{id}/whep/{peer}"): shares.ROLES,
+    ("GET", "/streaming/{id}/refine/{n}"): shares.ROLES,
+    ("GET", "/streaming/{id}/ws"): shares.ROLES,
+    ("GET", "/streaming/{id}/clipboard"): ("control",),
+    ("PUT", "/streaming/{id}/clipboard"): ("control",),
+    ("GET", "/api/sessions/{id}"): shares.ROLES,
+}
 _PUBLIC = ("/health", "/metrics", "/static/", "/api/openapi.json", "/logout", "/api/logout")
 
 http_log = logging.getLogger("gateway.http")
@@ -62,9 +81,10 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = _route_name(request)
         metrics.requests.labels(request.method, route, str(status)).inc()
         metrics.request_duration.labels(request.method, route).observe(elapsed)
-        user = request.get(USER)
+        user, guest = request.get(USER), request.get(GUEST)
         log_event(http_log, "http_request", method=request.method, path=request.path, status=status,
-                  duration_ms=round(elapsed * 1000, 2), user_id=user.id if user else None)
+                  duration_ms=round(elapsed * 1000, 2), user_id=user.id if user else None,
+                  share=guest.share if guest else None)
 
 
 async def static_file(request: web.Request) -> web.FileResponse:
@@ -149,15 +169,78 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         return await handler(request)
     auth = request.app[AUTH]
     page = request.method == "GET" and _PAGE.match(request.path) is not None
+    viewer = _VIEWER.match(request.path) if request.method == "GET" else None
+    if viewer is not None and "share" in request.query:
+        return _share_login(request, auth, viewer.group(1))
     if page and "token" in request.query and auth.uses_credentials:
         return _token_login(request, auth)
     user = auth.identify(request)
     if user is None:
+        guest, ended = _guest(request, auth)
+        if ended == "gone":  # the grant is genuine, the session is over: say that
+            return (web.FileResponse(WEB / "notfound.html", status=404) if page
+                    else json_error(404, "no such session"))
+        if guest is not None:
+            roles = GUEST_ROUTES.get((request.method, _route_name(request)))
+            if roles is None or guest.role not in roles:
+                return json_error(403, "a share link opens this session's viewer only")
+            request[GUEST] = guest
+            return await handler(request)
         if page:
-            return web.FileResponse(WEB / "unauthorized.html", status=401)
-        return json_error(401, "missing or invalid credentials", {"WWW-Authenticate": "Bearer"})
+            return _share_ended() if ended else web.FileResponse(WEB / "unauthorized.html", status=401)
+        return json_error(401, "this share link was revoked or has expired" if ended
+                          else "missing or invalid credentials", {"WWW-Authenticate": "Bearer"})
     request[USER] = user
     return await handler(request)
+
+
+def _guest(request: web.Request, auth: Authenticator) -> tuple[Guest | None, str | None]:
+    """(the guest, None) when the request carries a grant of a share that is still live; (None,
+    "ended") for the grant of a share that was revoked or expired, (None, "gone") for one of a
+    session that no longer exists; (None, None) when it carries no genuine grant for this id."""
+    session_id = request.match_info.get("id")
+    if session_id is None:
+        return None, None
+    grant = auth.guest(request, session_id)
+    if grant is None:
+        return None, None
+    session = request.app[REGISTRY].spawner.get(session_id)
+    if session is None:
+        return None, "gone"
+    live = shares.by_id(session.shares, grant.share, time.time())
+    return (grant, None) if live else (None, "ended")
+
+
+def _share_ended() -> web.Response:
+    return web.FileResponse(WEB / "share-ended.html", status=401,
+                            headers={"Cache-Control": "no-store"})
+
+
+def _share_login(request: web.Request, auth: Authenticator, session_id: str) -> web.StreamResponse:
+    """`/streaming/{id}/?share=TOKEN`: keep a signed grant of that share (never the token) in
+    HttpOnly cookies scoped to this session's viewer and to its `GET /api/sessions/{id}`, and
+    send the browser to the clean URL. A token of no live share of this session: the page
+    that says the link was revoked or has expired."""
+    session = request.app[REGISTRY].spawner.get(session_id)
+    share = shares.find(session.shares, request.query["share"], time.time()) if session else None
+    cookie = auth.share_cookie(session_id, share.id, share.role, share.expires_at) if share else None
+    if cookie is None:
+        return _share_ended()
+    value, max_age = cookie
+    rest = [(k, v) for k, v in request.query.items() if k != "share"]
+    response = web.Response(status=303, headers={
+        "Location": request.path + (f"?{urlencode(rest)}" if rest else ""), "Cache-Control": "no-store"})
+    # Lax, not Strict: a link is opened from mail or chat, another site, and a Strict cookie
+    # set on that navigation would not come with the redirected request. Lax cookies ride
+    # top-level GETs only; the grant's POST (WHEP) is the viewer's own same-origin fetch.
+    # One name, two paths: aiohttp's set_cookie keeps one cookie per name, so each is its own header.
+    for path in (f"/streaming/{session_id}/", f"/api/sessions/{session_id}"):
+        cookie: SimpleCookie = SimpleCookie()
+        cookie[SHARE_COOKIE] = value
+        cookie[SHARE_COOKIE].update({"path": path, "max-age": str(max_age), "httponly": True,
+                                     "samesite": "Lax", "secure": _behind_tls(request)})
+        response.headers.add("Set-Cookie", cookie[SHARE_COOKIE].OutputString())
+    return response
 
 
 def _token_login(request: web.Request, auth: Authenticator) -> web.StreamResponse:

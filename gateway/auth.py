@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import re
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from gateway.cookies import derive_key, seal, unseal
 from gateway.proxies import networks, trusted_peer
 
 COOKIE = "gateway_auth"
+SHARE_COOKIE = "gateway_share"  # a share link's grant, scoped to one session's paths
 COOKIE_MAX_AGE = 30 * 24 * 3600
 LOCAL_USER = "local"
 DEFAULT_TIER = "standard"
@@ -33,6 +35,15 @@ _TIER = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 class User:
     id: str
     tier: str = DEFAULT_TIER
+
+
+@dataclass(frozen=True)
+class Guest:
+    """Who came in with a share link: that session's viewer, nothing else (gateway/app.py)."""
+    session: str
+    share: str
+    role: str  # "view" | "control"
+    expires_at: int
 
 
 def _valid_user_id(value: object) -> bool:
@@ -52,6 +63,11 @@ class Authenticator:
         self._proxies = networks(config.trusted_proxies)
         secret = config.token if self.mode == "token" else config.jwt_secret
         self._cookie_key = derive_key(secret) if secret else b""
+        # Share grants need a key in every mode, the same on every replica: the gateway's
+        # secret, else the agent token key (kubernetes), else one for this process (a local
+        # gateway with --auth header is a single process).
+        share_secret = secret or config.agent_token_key or secrets.token_urlsafe(32)
+        self._share_key = derive_key(share_secret, "gateway-share-cookie")
 
     @property
     def uses_credentials(self) -> bool:
@@ -103,6 +119,25 @@ class Authenticator:
         if claims is None or claims.get("mode") != self.mode or not _valid_user_id(claims.get("sub")):
             return None
         return User(claims["sub"], _tier(claims.get("tier")))
+
+    def share_cookie(self, session_id: str, share_id: str, role: str, expires_at: int,
+                     now: float | None = None) -> tuple[str, int] | None:
+        """(value, max-age) of a share link's grant, which expires with the share."""
+        now = int(time.time() if now is None else now)
+        if expires_at <= now:
+            return None
+        value = seal(self._share_key, {"sid": session_id, "share": share_id, "role": role,
+                                       "exp": expires_at})
+        return value, expires_at - now
+
+    def guest(self, request: web.Request, session_id: str) -> Guest | None:
+        """The share grant this request carries for `session_id` (signed, unexpired, made for
+        that very session), or None. Whether the share still exists is the caller's check."""
+        claims = unseal(self._share_key, request.cookies.get(SHARE_COOKIE, ""))
+        if (claims is None or claims.get("sid") != session_id or not isinstance(claims.get("share"), str)
+                or claims.get("role") not in ("view", "control")):
+            return None
+        return Guest(session_id, claims["share"], claims["role"], claims["exp"])
 
     def identify(self, request: web.Request) -> User | None:
         if self.mode == "header":

@@ -2,7 +2,7 @@
 agent's `/clipboard` (SPEC "Clipboard beyond text").
 
 `allowed` is the one place that decides who may use a session's clipboard: the viewer's own
-credentials, checked as for WHEP (the owner; `control` shares are to join there). The agent's
+credentials, checked as for WHEP (the owner, or a `control` share's guest). The agent's
 token is added; bodies stream both ways and are never held whole. A body over 32 MiB is refused
 here: before it is read when Content-Length says so, else as soon as that much has come.
 """
@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.http import CLIENT, REGISTRY, json_error, user_of
+from gateway.http import CLIENT, REGISTRY, json_error, viewer_session
 from gateway.logs import log_event
 from gateway.spawners.base import Phase, Route, Session
 
@@ -38,8 +38,9 @@ def setup(app: web.Application) -> None:
 
 
 def allowed(request: web.Request) -> Session | None:
-    """The session if the caller may use its clipboard, else None (a 404): its owner."""
-    return request.app[REGISTRY].get(user_of(request), request.match_info["id"])
+    """The session if the caller may use its clipboard, else None (a 404): its owner, or a
+    guest of one of its shares (gateway/app.py lets only `control` guests come this far)."""
+    return viewer_session(request)
 
 
 def _route(request: web.Request, session: Session) -> Route | web.Response:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.auth import COOKIE
+from gateway.auth import COOKIE, SHARE_COOKIE
 from gateway.config import Config
 from gateway.spawners.base import APPLICATIONS, Phase
 
@@ -44,6 +44,13 @@ _PEER = {"name": "peer", "in": "path", "required": True, "schema": {"type": "str
 _PAGE_TOKEN = {"name": "token", "in": "query", "required": False, "schema": {"type": "string"},
                "description": "credentials, once: kept as an HttpOnly cookie, then a 303 to the "
                               "URL without it"}
+_SHARE_PARAM = {"name": "share", "in": "query", "required": False, "schema": {"type": "string"},
+                "description": "a share link's token (viewer page only): its grant is kept as "
+                               "HttpOnly cookies scoped to this session, then a 303 to the URL "
+                               "without it; a revoked or expired link is a 401 page saying so"}
+_SHARE_ID = {"name": "share", "in": "path", "required": True, "schema": {"type": "string"},
+             "description": "share id"}
+_GUEST_REFUSED = _error("a share link's grant opens this session's viewer only")
 _PUBLIC: list[dict[str, list[str]]] = []  # operations anybody may call
 # The agent's answers pass through the proxy, so a WHEP error is the agent's or the gateway's.
 _ROUTE_ERRORS = {
@@ -269,6 +276,39 @@ def spec(config: Config) -> dict[str, Any]:
                                                         "contentMediaType": _JSON,
                                                         "contentSchema": _ref("Session")}}}}}},
                     "401": _UNAUTHORIZED, "404": _NOT_YOURS}}},
+            "/api/sessions/{id}/shares": {
+                "parameters": [_ID],
+                "get": {"summary": "the session's live share links (owner only)", "responses": {
+                    "200": _json({"type": "object", "required": ["shares"], "properties": {
+                        "shares": {"type": "array", "items": _ref("Share")}}}, "oldest first"),
+                    "401": _UNAUTHORIZED, "403": _GUEST_REFUSED, "404": _NOT_YOURS}},
+                "post": {
+                    "summary": "make a share link: `view` watches, `control` also drives",
+                    "requestBody": {"required": True,
+                                    "content": {_JSON: {"schema": _ref("CreateShare")}}},
+                    "responses": {
+                        "201": _json(_ref("NewShare"), "the link (its token is shown only now)"),
+                        "400": _error("the body is not a valid request"),
+                        "401": _UNAUTHORIZED, "403": _GUEST_REFUSED, "404": _NOT_YOURS,
+                        "409": _error("the session has as many live links as it may, or is "
+                                      "ending or failed"),
+                        "413": _error("body too large"),
+                        "503": _error("the link cannot be stored right now")}}},
+            "/api/sessions/{id}/shares/{share}": {
+                "parameters": [_ID, _SHARE_ID],
+                "delete": {"summary": "revoke a link: its viewers are disconnected at once",
+                           "responses": {
+                               "204": {"description": "revoked"},
+                               "401": _UNAUTHORIZED, "403": _GUEST_REFUSED,
+                               "404": _error("no such session or share"),
+                               "503": _error("the link cannot be revoked right now")}}},
+            "/api/sessions/{id}/viewers": {
+                "parameters": [_ID],
+                "get": {"summary": "who is connected now (owner only)", "responses": {
+                    "200": _json({"type": "object", "required": ["viewers"], "properties": {
+                        "viewers": {"type": "array", "items": _ref("Viewer")}}}, "oldest first"),
+                    "401": _UNAUTHORIZED, "403": _GUEST_REFUSED, "404": _NOT_YOURS,
+                    "502": _ROUTE_ERRORS["502"]}}},
             "/api/sessions/{id}/files/": _files(home=True),
             "/api/sessions/{id}/files/{path}": _files(home=False),
             "/streaming/{id}": {
@@ -279,7 +319,9 @@ def spec(config: Config) -> dict[str, Any]:
                     "401": _UNAUTHORIZED}}},
             "/streaming/{id}/": {
                 "parameters": [_ID],
-                "get": _page("the viewer page", {"404": _html("no such session")})},
+                "get": {**_page("the viewer page (also for a share link's guest)",
+                                {"404": _html("no such session")}),
+                        "parameters": [_PAGE_TOKEN, _SHARE_PARAM]}},
             "/streaming/{id}/clipboard": _clipboard(),
             "/streaming/{id}/whep": {
                 "parameters": [_ID],
@@ -333,6 +375,10 @@ def spec(config: Config) -> dict[str, Any]:
                                        "optional `tier`"},
                 "cookie": {"type": "apiKey", "in": "cookie", "name": COOKIE,
                            "description": "set by a page's `?token=` (HttpOnly, SameSite=Strict)"},
+                "share": {"type": "apiKey", "in": "cookie", "name": SHARE_COOKIE,
+                          "description": "a share link's grant, set by `/streaming/{id}/?share=` "
+                                         "(HttpOnly, SameSite=Lax, scoped to that session's "
+                                         "viewer and `GET /api/sessions/{id}`)"},
                 "forwardedUser": {"type": "apiKey", "in": "header", "name": config.user_header,
                                   "description": "`--auth header`: set by the authenticating "
                                                  "proxy"},
@@ -394,6 +440,32 @@ def spec(config: Config) -> dict[str, Any]:
                                     "maximum": config.max_timeout,
                                     "description": "idle seconds (no viewer) before the "
                                                    "session ends"}}},
+                "CreateShare": {
+                    "type": "object", "required": ["role"], "additionalProperties": False,
+                    "properties": {"role": {"enum": ["view", "control"]},
+                                   "expires_in": {"type": "integer", "minimum": 1,
+                                                  "maximum": 604800,
+                                                  "description": "seconds; default 86400"}}},
+                "NewShare": {
+                    "type": "object", "required": ["id", "role", "url", "expires_at"],
+                    "properties": {"id": {"type": "string"}, "role": {"enum": ["view", "control"]},
+                                   "url": {"type": "string",
+                                           "pattern": "^/streaming/[^/]+/\\?share=[A-Za-z0-9_-]+$"},
+                                   "expires_at": {"type": "integer",
+                                                  "description": "Unix seconds"}}},
+                "Share": {
+                    "type": "object", "required": ["id", "role", "expires_at"],
+                    "properties": {"id": {"type": "string"}, "role": {"enum": ["view", "control"]},
+                                   "expires_at": {"type": "integer"},
+                                   "created": {"type": "integer"}}},
+                "Viewer": {
+                    "type": "object", "required": ["peer", "role", "transport", "since"],
+                    "properties": {"peer": {"type": "string"},
+                                   "role": {"enum": ["owner", "view", "control"]},
+                                   "transport": {"enum": ["webrtc", "ws"]},
+                                   "since": {"type": "number", "description": "Unix seconds"},
+                                   "label": {"type": "string"}, "share": {"type": "string"},
+                                   "expires_at": {"type": "integer"}}},
                 "Listing": {
                     "type": "object", "required": ["path", "entries"],
                     "properties": {

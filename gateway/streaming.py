@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -16,7 +17,8 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.http import CLIENT, CONFIG, REGISTRY, json_error, user_of
+from gateway import shares
+from gateway.http import CLIENT, CONFIG, REGISTRY, guest_of, json_error, viewer_name, viewer_session
 from gateway.logs import log_event
 from gateway.spawners.base import Phase, Route, Session
 from gateway.turn import ice_server_links
@@ -33,12 +35,25 @@ routes = web.RouteTableDef()
 
 
 def _session(request: web.Request) -> Session | None:
-    return request.app[REGISTRY].get(user_of(request), request.match_info["id"])
+    return viewer_session(request)
 
 
 def _links(request: web.Request) -> list[str]:
     c = request.app[CONFIG]
-    return ice_server_links(c.turn_urls, c.turn_secret, user_of(request).id, c.turn_ttl)
+    return ice_server_links(c.turn_urls, c.turn_secret, viewer_name(request), c.turn_ttl)
+
+
+def viewer_headers(request: web.Request, session: Session) -> dict[str, str]:
+    """Who this viewer is, for the agent (session_agent/viewers.py): believed there because
+    the request carries the agent token. Built here from the gateway's own knowledge, never
+    copied from the browser's request."""
+    guest = guest_of(request)
+    if guest is None:
+        return {"X-Viewer-Role": "owner", "X-Viewer-Label": quote(session.user, safe="")}
+    share = shares.by_id(session.shares, guest.share, time.time())
+    label = shares.label(share) if share is not None else "guest"
+    return {"X-Viewer-Role": guest.role, "X-Viewer-Share": guest.share,
+            "X-Viewer-Label": quote(label, safe=""), "X-Viewer-Expires": str(guest.expires_at)}
 
 
 @routes.get("/streaming/{id}")
@@ -69,8 +84,8 @@ def _route(request: web.Request) -> Route | web.Response:
 
 
 async def _forward(request: web.Request, route: Route, method: str, path: str,
-                   body: bytes | None = None) -> web.Response:
-    headers = {"Authorization": f"Bearer {route.token}"}
+                   body: bytes | None = None, extra: dict[str, str] | None = None) -> web.Response:
+    headers = {"Authorization": f"Bearer {route.token}", **(extra or {})}
     if body is not None:
         headers["Content-Type"] = request.headers.get("Content-Type", "")
     session_id = request.match_info["id"]
@@ -83,7 +98,7 @@ async def _forward(request: web.Request, route: Route, method: str, path: str,
             location = upstream.headers.get("Location")
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         log_event(log, "agent_unreachable", level=logging.WARNING, session_id=session_id,
-                  user_id=user_of(request).id, error=repr(exc))
+                  user_id=viewer_name(request), error=repr(exc))
         return json_error(502, "the session's agent did not answer")
     if status == 401:  # the gateway's own credentials were refused: not the browser's fault
         log_event(log, "agent_refused_token", level=logging.ERROR, session_id=session_id)
@@ -110,7 +125,10 @@ async def whep_offer(request: web.Request) -> web.Response:
     route = _route(request)
     if isinstance(route, web.Response):
         return route
-    response = await _forward(request, route, "POST", "/whep", await request.read())
+    session = _session(request)
+    assert session is not None  # _route found it
+    response = await _forward(request, route, "POST", "/whep", await request.read(),
+                              viewer_headers(request, session))
     for link in _links(request):
         response.headers.add("Link", link)
     return response
@@ -126,7 +144,11 @@ async def whep_peer(request: web.Request) -> web.Response:
     if isinstance(route, web.Response):
         return route
     body = await request.read() if request.method == "PATCH" else None
-    return await _forward(request, route, request.method, f"/whep/{peer}", body)
+    session = _session(request)
+    assert session is not None  # _route found it
+    # Who asks: the agent lets a guest end only its own share's viewers.
+    return await _forward(request, route, request.method, f"/whep/{peer}", body,
+                          viewer_headers(request, session))
 
 
 @routes.get("/streaming/{id}/refine/{n}")

@@ -20,6 +20,8 @@ from .media.encoder import EncoderKind
 from .media.negotiation import OfferError
 from .media.pipeline import MediaPipeline
 from .metrics import AgentMetrics
+from .presence import Presence
+from .viewers import HeaderError, ViewerRegistry, identity_from_headers
 from .whep import PeerLimit, PeerManager
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,9 @@ METRICS = web.AppKey("metrics", AgentMetrics)
 CONFIG = web.AppKey("config", AgentConfig)
 PROBLEM = web.AppKey("problem", Callable[[], "str | None"])
 INPUT = web.AppKey("input", InputSession)
+VIEWERS = web.AppKey("viewers", ViewerRegistry)
+PRESENCE = web.AppKey("presence", Presence)
+MAX_DISCONNECT_BYTES = 1024
 MAX_NOTICE_BYTES = 4096
 NOTICE_LEVELS = ("info", "warning")
 
@@ -104,7 +109,12 @@ async def whep_post(request: web.Request) -> web.Response:
         metrics.whep_requests.labels("413").inc()
         return _error(413, f"offer larger than {MAX_OFFER_BYTES} bytes")
     try:
-        peer_id, answer = await request.app[PEERS].create(body)
+        who = identity_from_headers(request.headers)
+    except HeaderError as exc:
+        metrics.whep_requests.labels("400").inc()
+        return _error(400, str(exc))
+    try:
+        peer_id, answer = await request.app[PEERS].create(body, who)
     except OfferError as exc:
         metrics.whep_requests.labels("400").inc()
         return _error(400, str(exc))
@@ -116,10 +126,20 @@ async def whep_post(request: web.Request) -> web.Response:
                         headers={"Location": f"/whep/{peer_id}", "ETag": f'"{peer_id}"'})
 
 
+def _may_end(request: web.Request, peer: str) -> bool:
+    """A guest (X-Viewer-Role from the gateway) may end only a viewer of its own share; the
+    owner (no header, as before shares) any."""
+    if request.headers.get("X-Viewer-Role", "owner") == "owner":
+        return True
+    viewer = request.app[VIEWERS].get(peer)
+    return viewer is not None and viewer.share is not None and viewer.share == request.headers.get("X-Viewer-Share")
+
+
 async def whep_delete(request: web.Request) -> web.Response:
     if not _authorized(request):
         return _unauthorized()
-    if not await request.app[PEERS].delete(request.match_info["peer"]):
+    peer = request.match_info["peer"]
+    if not _may_end(request, peer) or not await request.app[PEERS].delete(peer):
         return _error(404, "unknown peer")
     return web.json_response({"status": "deleted"})
 
@@ -194,6 +214,29 @@ async def notice_post(request: web.Request) -> web.Response:
     return web.json_response({"status": "sent", "viewers": len(request.app[PEERS].peers)})
 
 
+async def viewers_get(request: web.Request) -> web.Response:
+    """`GET /viewers` (the gateway's token): every connected viewer, on every transport."""
+    if not _authorized(request):
+        return _unauthorized()
+    return web.json_response({"viewers": [v.public() for v in request.app[VIEWERS].list()]})
+
+
+async def viewers_disconnect(request: web.Request) -> web.Response:
+    """`POST /viewers/disconnect {"share": ID}` (the gateway's token): a share was revoked;
+    its viewers are told so and closed now."""
+    if not _authorized(request):
+        return _unauthorized()
+    try:
+        body = json.loads(await request.content.read(MAX_DISCONNECT_BYTES + 1))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return _error(400, "body is not JSON")
+    share = body.get("share") if isinstance(body, dict) else None
+    if not isinstance(share, str) or not 0 < len(share) <= 64 or set(body) != {"share"}:
+        return _error(400, 'body must be {"share": ID}')
+    count = await request.app[VIEWERS].disconnect_share(share)
+    return web.json_response({"disconnected": count})
+
+
 async def refine_get(request: web.Request) -> web.Response:
     """`GET /refine/{id}`: the PNG of a `refine` message (session_agent/media/refine.py); 404
     once superseded by a few newer ones: the viewer then waits for the next `full` one."""
@@ -243,16 +286,22 @@ def create_app(config: AgentConfig, encoder: EncoderKind, *, channel_factory=Non
     # X input, clipboard, cursor and resize, shared by every peer's `input` data channel
     input_session = InputSession(config.display, max_size=(config.max_width, config.max_height))
     app[INPUT] = input_session
+    # Who watches (any transport), and how several participants share the one X input.
+    app[VIEWERS] = viewers = ViewerRegistry()
+    app[PRESENCE] = presence = Presence(viewers, input_session)
+    factory = ((lambda send, peer: channel_factory(send)) if channel_factory is not None
+               else presence.channel)
     pipeline.broadcast = input_session.broadcast
     app[PEERS] = PeerManager(pipeline, metrics, max_peers=config.max_peers,
                              prefer="vp8" if config.encoder == "vp8" else "h264",
-                             channel_factory=channel_factory or input_session.channel)
+                             channel_factory=factory, viewers=viewers, on_gone=presence.closed)
 
     async def lifecycle(app: web.Application):
         pipeline.start(asyncio.get_running_loop())
         await input_session.start()
         yield
         await app[PEERS].close()
+        viewers.close()
         await input_session.stop()
         await asyncio.get_running_loop().run_in_executor(None, pipeline.stop)
 
@@ -260,6 +309,8 @@ def create_app(config: AgentConfig, encoder: EncoderKind, *, channel_factory=Non
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_post("/notice", notice_post)
+    app.router.add_get("/viewers", viewers_get)
+    app.router.add_post("/viewers/disconnect", viewers_disconnect)
     app.router.add_get("/refine/{id}", refine_get)
     app.router.add_post("/whep", whep_post)
     app.router.add_options("/whep", whep_options)

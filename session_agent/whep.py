@@ -14,16 +14,17 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket, unpack_remb_fci
 
-from .input.channel import InputChannel
+from .input.channel import InputChannel, Send
 from .media.negotiation import (OfferError, choose_codec, codec_preferences, validate_offer, video_codecs,
                                 with_default_directions, without_mdns_candidates)
 from .media.pipeline import MediaPipeline
 from .media.rtpext import install as install_rtp_extensions, negotiate_playout_delay
 from .media.track import EncodedVideoTrack
+from .viewers import Identity, Viewer, ViewerRegistry
 
 log = logging.getLogger(__name__)
 
-ChannelFactory = Callable[[Callable[[dict[str, Any]], None]], InputChannel]
+ChannelFactory = Callable[[Send, str], InputChannel]  # (send, peer id) -> the peer's channel
 
 # A viewer that vanished without a DELETE (tab or browser killed, network gone) sends nothing
 # more. A live one sends RTCP receiver reports about every second (RFC 3550 allows 5 s), and
@@ -31,6 +32,9 @@ ChannelFactory = Callable[[Callable[[dict[str, Any]], None]], InputChannel]
 # viewer held (keys, buttons) still pressed and the session counted as watched. A connected
 # peer silent this long is ended; a viewer that comes back reconnects.
 PEER_SILENCE_S = 10.0
+# A viewer being disconnected (revoked, expired) gets its `disconnect` message first; this is
+# the time that message has to leave before the connection closes.
+DISCONNECT_GRACE_S = 0.25
 
 
 class PeerLimit(Exception):
@@ -54,18 +58,22 @@ def restrict_ice_addresses(addresses: tuple[str, ...]) -> None:
 
 class PeerManager:
     def __init__(self, pipeline: MediaPipeline, metrics, *, max_peers: int, prefer: str,
-                 channel_factory: ChannelFactory) -> None:
+                 channel_factory: ChannelFactory, viewers: ViewerRegistry | None = None,
+                 on_gone: Callable[[str], None] = lambda peer: None) -> None:
         self.pipeline = pipeline
         self.metrics = metrics
         self.max_peers = max_peers
         self.prefer = prefer
         self.channel_factory = channel_factory
+        self.viewers = viewers if viewers is not None else ViewerRegistry()
+        self.on_gone = on_gone  # after a peer's channels are closed (presence.py)
         self.peers: dict[str, Peer] = {}
         self._pending = 0  # offers being answered count against the limit too
         self._reaper: asyncio.Task[None] | None = None
 
-    async def create(self, offer_sdp: str) -> tuple[str, str]:
-        """Answer an offer; returns (peer id, answer SDP). Raises OfferError or PeerLimit."""
+    async def create(self, offer_sdp: str, who: Identity = Identity()) -> tuple[str, str]:
+        """Answer an offer from the viewer `who`; returns (peer id, answer SDP). Raises
+        OfferError or PeerLimit."""
         validate_offer(offer_sdp)
         codecs = video_codecs(offer_sdp)
         chosen = choose_codec(codecs, self.prefer)
@@ -106,10 +114,13 @@ class PeerManager:
         finally:
             self._pending -= 1
         self.peers[peer_id] = peer
+        self.viewers.add(Viewer(peer_id, who.role, "webrtc", time.time(), who.share, who.label,
+                                who.expires_at, close=lambda: self._disconnect(peer_id)))
         self.metrics.peers.set(len(self.peers))
         if self._reaper is None or self._reaper.done():
             self._reaper = asyncio.ensure_future(self._reap_silent())
         log.info("peer connected", extra={"action": "peer_created", "peer": peer_id,
+                                          "role": who.role, "share": who.share,
                                           "encoder": self.pipeline.encoder_for(chosen.name),
                                           "playout_delay": playout_delay,
                                           "duration_ms": round((time.monotonic() - started) * 1000, 1)})
@@ -144,7 +155,7 @@ class PeerManager:
             if channel.readyState == "open":
                 channel.send(_json(message))
 
-        handler = self.channel_factory(send)
+        handler = self.channel_factory(send, peer.id)
         peer.channels.append(handler)
 
         def on_message(message) -> None:
@@ -152,7 +163,11 @@ class PeerManager:
             handler.on_message(message)
 
         channel.on("message", on_message)
-        channel.on("close", handler.close)
+        def on_close() -> None:
+            handler.close()
+            self.on_gone(peer.id)
+
+        channel.on("close", on_close)
 
     def _on_state(self, peer: Peer) -> None:
         if peer.pc.connectionState == "connected":
@@ -178,13 +193,20 @@ class PeerManager:
             self.metrics.rtt.remove(peer_id)
         except KeyError:
             pass
+        self.viewers.remove(peer_id)
         for handler in peer.channels:
             handler.close()  # release whatever this viewer still held down
+        self.on_gone(peer_id)
         peer.track.stop()
         # Logged before the close handshake: from here on the peer is gone for everyone.
         log.info("peer gone", extra={"action": "peer_deleted", "peer": peer_id, "reason": reason})
         await peer.pc.close()
         return True
+
+    async def _disconnect(self, peer_id: str) -> None:
+        """The registry ends this viewer (its share was revoked or expired)."""
+        await asyncio.sleep(DISCONNECT_GRACE_S)
+        await self.delete(peer_id, reason="disconnected")
 
     async def close(self) -> None:
         if self._reaper is not None:

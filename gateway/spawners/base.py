@@ -15,11 +15,13 @@ import asyncio
 import enum
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal, NamedTuple
+
+from gateway.shares import Share
 
 APPLICATIONS = ("gimp", "inkscape", "blender")
 
@@ -85,6 +87,7 @@ class Session:
     progress: float = 0.0  # 0..1 while pending, for the launcher's progress bar
     worker: str | None = None  # what runs it, for logs: the pod name, or the process id locally
     node_type: str = "local"  # the gimp_active_sessions node_type label (cpu, gpu, local)
+    shares: tuple[Share, ...] = ()  # its share links (gateway/shares.py), stored with it
 
     def public(self) -> dict[str, Any]:
         """The session object of the SPEC, as the API returns it."""
@@ -193,6 +196,13 @@ class Spawner(ABC):
         events: async for event in events: ...`. Cancelling a pending `__anext__`
         (asyncio.wait_for) must leave the iterator usable; a subscriber that falls too far
         behind is dropped (its iterator ends). SessionTable.subscribe does all of this."""
+
+    @abstractmethod
+    async def update_shares(self, session_id: str,
+                            change: Callable[[tuple[Share, ...]], tuple[Share, ...]]) -> Session:
+        """Store `change(current shares)` as the session's shares, atomically with respect to
+        every other writer (other requests, other replicas), and return the new snapshot.
+        Raise KeyError for an unknown session, SpawnerError when it cannot be stored now."""
 
     def route(self, session_id: str) -> Route | None:
         """Where `/streaming/{id}/...` goes: the agent URL and token of a running session."""

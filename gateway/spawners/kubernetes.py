@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -34,6 +35,7 @@ from gateway.kube.cache import Informer
 from gateway.kube.client import SESSIONS, Kube, KubeError, RetryPolicy, connect, resolve_namespace
 from gateway.kube.tokens import agent_token, check_key, token_uid
 from gateway.logs import log_event
+from gateway.shares import Share, from_records
 from gateway.spawners.base import (Phase, Session, SessionEvent, SessionExists, SessionRequest,
                                    SessionTable, Spawner, SpawnerError, SpawnerRefused)
 
@@ -42,6 +44,7 @@ SELECTOR = f"app={objects.SESSION_APP_LABEL}"
 PROGRESS = {"Scheduling": 0.2, "ContainerCreating": 0.5, "Unschedulable": 0.2, "Starting": 0.8}
 NAMES_PER_PAIR = 4  # s<user hash>-<app>, then -1, -2, -3 while earlier ones are still ending
 CREATE_REQUEST = f"{objects.GROUP}/create-request"  # tells our own (retried) create from another's
+SHARE_WRITE_ATTEMPTS = 8  # writers of one Session's shares on other replicas: people, not scripts
 RIVAL_WAIT_S = 1.0  # how long a create that lost a race waits to see whether the rival stays
 
 
@@ -71,7 +74,8 @@ def to_session(resource: dict[str, Any], token: str = "") -> Session:
         progress=1.0 if phase is Phase.RUNNING else PROGRESS.get(
             fields.text(ready.get("reason")) or "", 0.1),
         worker=fields.text(status.get("podName")),
-        node_type="gpu" if resources.get("gpu", "0") not in ("", "0") else "cpu")
+        node_type="gpu" if resources.get("gpu", "0") not in ("", "0") else "cpu",
+        shares=from_records(spec.get("shares")))
 
 
 class _ControllerMetrics(Collector):
@@ -105,6 +109,7 @@ class KubernetesSpawner(Spawner):
         self.sessions: Informer | None = None
         self.controller: Controller | None = None
         self._key = b""
+        self._share_locks: dict[str, asyncio.Lock] = {}
 
     async def start(self) -> None:
         try:
@@ -150,6 +155,7 @@ class KubernetesSpawner(Spawner):
         name = resource["metadata"]["name"]
         if kind == "DELETED":
             self.table.remove(name)
+            self._share_locks.pop(name, None)
             return
         session = self._snapshot(resource)
         if self.table.get(name) != session:
@@ -315,6 +321,40 @@ class KubernetesSpawner(Spawner):
                 self.table.get(session_id) is not None:
             self._on_session("MODIFIED", resource, None)
         log_event(logger, "session_delete_requested", session_id=session_id)
+
+    async def update_shares(self, session_id: str,
+                            change: Callable[[tuple[Share, ...]], tuple[Share, ...]]) -> Session:
+        """Write `spec.shares` with the resourceVersion read (optimistic concurrency): a
+        replica that wrote in between makes the API answer 409, and the change is applied
+        again to what that replica wrote. Every replica's cache then sees the new list."""
+        kube = self._kube()
+        # One writer per replica at a time (its own requests never conflict); other replicas'
+        # writes are what the resourceVersion check catches.
+        async with self._share_locks.setdefault(session_id, asyncio.Lock()):
+            return await self._write_shares(kube, session_id, change)
+
+    async def _write_shares(self, kube: Kube, session_id: str,
+                            change: Callable[[tuple[Share, ...]], tuple[Share, ...]]) -> Session:
+        for attempt in range(SHARE_WRITE_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(random.uniform(0, 0.05 * attempt))  # rivals fall out of step
+            resource = await self._read(kube, session_id)
+            if resource is None or fields.meta(resource).get("deletionTimestamp"):
+                raise KeyError(session_id)
+            current = from_records(fields.spec(resource).get("shares"))
+            body = {"metadata": {"resourceVersion": resource["metadata"]["resourceVersion"]},
+                    "spec": {"shares": [s.record() for s in change(current)]}}
+            try:
+                written = await kube.patch(SESSIONS, session_id, body)
+            except KubeError as exc:
+                if exc.status == 409:
+                    continue
+                if exc.status == 404:
+                    raise KeyError(session_id) from exc
+                raise SpawnerError(f"cannot store the share: {exc}") from exc
+            self._on_session("MODIFIED", written, None)  # this replica sees it at once
+            return self._snapshot(written)
+        raise SpawnerError("the Session kept changing: try again")
 
     def get(self, session_id: str) -> Session | None:
         return self.table.get(session_id)

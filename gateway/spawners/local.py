@@ -33,7 +33,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Set
+from collections.abc import Callable, Set
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from gateway.config import Config
 from gateway.identity import slug, user_hash
 from gateway.idle import idle_policy
 from gateway.logs import log_event
+from gateway.shares import Share
 from gateway.spawners import sandbox, supervisor
 from gateway.spawners.base import (Phase, Session, SessionRequest, SessionTable, Spawner,
                                    SpawnerError, new_agent_token, new_session_id, utcnow)
@@ -274,6 +275,16 @@ class LocalSpawner(Spawner):
 
     def get(self, session_id: str) -> Session | None:
         return self._table.get(session_id)
+
+    async def update_shares(self, session_id: str,
+                            change: Callable[[tuple[Share, ...]], tuple[Share, ...]]) -> Session:
+        # One process, one loop: reading and writing the table without an await is atomic.
+        session = self._table.get(session_id)
+        if session is None:
+            raise KeyError(session_id)
+        updated = self._update(session_id, shares=change(session.shares))
+        assert updated is not None
+        return updated
 
     def list(self, user: str | None = None) -> list[Session]:
         return self._table.list(user)

@@ -1,5 +1,6 @@
 // The launcher: one card per application: start or resume, progress, errors in words.
 import { createSession, endSession, followSession, listApplications, listSessions } from './api.js';
+import { SharePanel } from './launcher-share.js';
 
 const LABELS = { gimp: 'GIMP', inkscape: 'Inkscape', blender: 'Blender' };
 const PHASE_TEXT = {
@@ -29,6 +30,9 @@ class AppCard {
     this.status = this.el.querySelector('.status');
     this.startButton = this.el.querySelector('.start');
     this.endButton = this.el.querySelector('.end');
+    this.shareButton = this.el.querySelector('.share-toggle');
+    this.share = new SharePanel(this.el.querySelector('.share'));
+    this.shareButton.addEventListener('click', () => (this.share.root.hidden ? this.share.open(this.session.id) : this.share.close()));
     this.startButton.addEventListener('click', () => this.start());
     this.endButton.addEventListener('click', () => this.end());
     if (!app.available) this.status.textContent = 'Not installed on this server';
@@ -43,6 +47,8 @@ class AppCard {
     this.startButton.textContent = phase === 'running' ? 'Open' : phase === 'pending' ? 'Starting…' : 'Start';
     this.startButton.disabled = phase === 'pending' || phase === 'terminating';
     this.endButton.hidden = !s || phase === 'terminating';
+    this.shareButton.hidden = phase !== 'running';
+    if (phase !== 'running') this.share.close();
     this.status.classList.toggle('error', Boolean(error) || phase === 'failed');
     if (error) this.status.textContent = error;
     else if (s) this.status.textContent = s.phase === 'pending' && s.message ? s.message

@@ -6,6 +6,7 @@ import { FilesPanel } from './files.js';
 import { deviceSize, shownSize, watchPixelRatio } from './hidpi.js';
 import { InputCapture } from './input.js';
 import { Notices } from './notices.js';
+import { ENDED_TEXT, Presence } from './presence.js';
 import { RefineOverlay } from './refine.js';
 import { StatsOverlay } from './stats.js';
 import { WhepSession } from './whep.js';
@@ -34,8 +35,13 @@ let lastResize = '';
 const params = new URLSearchParams(location.search);
 remoteResize.checked = params.get('resize') !== '0' && localStorage.getItem('remote-resize') !== '0';
 
-function send(message) {
+function sendRaw(message) {
   if (whep && whep.channel && whep.channel.readyState === 'open') whep.channel.send(JSON.stringify(message));
+}
+
+function send(message) {
+  const allowed = presence.outgoing(message);
+  if (allowed) sendRaw(allowed);
 }
 
 const clipboard = new RemoteClipboard(sessionId, document.querySelector('.toolbar'));
@@ -45,6 +51,10 @@ const stats = new StatsOverlay($('stats'));
 const notices = new Notices($('notice'));
 const refine = new RefineOverlay($('refine'), `/streaming/${encodeURIComponent(sessionId)}/refine/`);
 input.attach();
+const presence = new Presence({
+  screen, toolbar: document.querySelector('.toolbar'), display: () => input.display, send: sendRaw,
+  onEnded: (text) => end(text),
+});
 new FilesPanel(sessionId, $('files'), $('files-toggle'), $('drop-hint'));
 
 function setState(state, text) {
@@ -84,8 +94,8 @@ async function sessionState() {
     if (session.phase === 'terminating') return end('This session has been ended.');
     return session.phase;
   } catch (err) {
-    if (err.status === 404) return end('This session has ended. Your files are kept for next time.');
-    if (err.status === 401) return end(err.message, 'failed');
+    if (err.status === 404) return end(presence.guest ? 'This session has ended.' : 'This session has ended. Your files are kept for next time.');
+    if (err.status === 401) return end(presence.guest ? ENDED_TEXT : err.message, 'failed');
     return retry(err.message);
   }
 }
@@ -146,12 +156,13 @@ function setDisplay(width, height) {
 function onMessage(event) {
   let message;
   try { message = JSON.parse(event.data); } catch { return; }
+  if (presence.handle(message)) return;
   switch (message.type) {
     case 'resized': setDisplay(message.width, message.height); break;
     case 'cursor': cursor.update(message); break;
     case 'clipboard': clipboard.fromAgent(message); break;
     case 'pong': if (typeof message.t === 'number') stats.pingRtt = performance.now() - message.t; break;
-    case 'error': console.warn('agent:', message.message); break;
+    case 'error': console.warn('agent:', message.message); window.viewer.lastError = message.message; break;
     case 'notice': if (typeof message.message === 'string') notices.show(message); break;
     case 'refine': case 'unrefine': refine.message(message); break;
     case 'unsaved': if (Array.isArray(message.documents)) notices.unsaved = message.documents.map(String); break;
@@ -233,6 +244,10 @@ window.viewer = {
   get unsaved() { return notices.unsaved; },
   get refined() { return refine.canvas.style.visibility === 'visible' ? refine.applied : 0; },
   get notice() { return notices.banner.hidden ? null : notices.banner.textContent; },
+  get presence() { return presence.state; },
+  get overlay() { return overlay.hidden ? null : $('overlay-text').textContent; },
+  sendRaw, // what a page that ignores its role could send: the agent must refuse it
+  lastError: null,
 };
 
 connect();

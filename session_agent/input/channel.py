@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from Xlib.error import ConnectionClosedError, XError
 
@@ -19,6 +19,16 @@ Send = Callable[[dict[str, Any]], None]
 log = logging.getLogger(__name__)
 
 
+class Gate(Protocol):
+    """Who may do what right now, among several participants (session_agent/presence.py)."""
+
+    def admit(self, channel: InputChannel, msg: m.Message) -> str | None:
+        """None to let `msg` act, else why it is refused (sent back as an error)."""
+
+    def done(self, channel: InputChannel, msg: m.Message) -> None:
+        """After `msg` acted (what the channel holds may have changed)."""
+
+
 class InputChannel:
     """Handles the messages of one peer's `input` data channel.
 
@@ -28,10 +38,11 @@ class InputChannel:
     """
 
     def __init__(self, send: Send, session: InputSession, *, control: bool = True,
-                 rate: float = 400.0, burst: float = 800.0) -> None:
+                 rate: float = 400.0, burst: float = 800.0, gate: Gate | None = None) -> None:
         self._send = send
         self._session = session
         self._control = control
+        self._gate = gate
         self._bucket = TokenBucket(rate, burst)
         self._wheel = WheelAccumulator()
         self._keys: dict[str, int] = {}  # held: KeyboardEvent.code (or key) -> X keycode
@@ -65,9 +76,14 @@ class InputChannel:
             if not isinstance(msg, (m.Ping, m.Resize)):
                 # A person is there (a view-only guest's refused input counts too: they watch).
                 self._session.note_activity()
-            if not isinstance(msg, m.Ping) and not self._control:
+            if not isinstance(msg, (m.Ping, m.Point)) and not self._control:
                 raise m.ProtocolError("this peer is view-only")
+            refusal = self._gate.admit(self, msg) if self._gate is not None else None
+            if refusal is not None:
+                raise m.ProtocolError(refusal)
             self._dispatch(msg)
+            if self._gate is not None:
+                self._gate.done(self, msg)
         except m.ProtocolError as exc:
             self._error(str(exc))
         except (XError, ConnectionClosedError) as exc:
@@ -83,6 +99,11 @@ class InputChannel:
         if self._closed:
             return
         self._closed = True
+        self.release_all()
+        self._session.forget(self)
+
+    def release_all(self) -> None:
+        """Let go of every key and button this peer holds (control taken away from it)."""
         injector = self._session.injector
         try:
             for keycode in self._keys.values():
@@ -93,7 +114,6 @@ class InputChannel:
             log.warning("releasing input of a closed channel failed: %s", exc)
         self._keys.clear()
         self._buttons.clear()
-        self._session.forget(self)
 
     def _error(self, message: str) -> None:
         self.send({"type": "error", "message": message})
@@ -122,6 +142,8 @@ class InputChannel:
             self._clipboard(msg)
         elif isinstance(msg, m.Resize):
             self._session.request_resize(msg.width, msg.height, msg.scale)
+        elif isinstance(msg, (m.Control, m.Point)) and self._gate is None:
+            raise m.ProtocolError(f"{type(msg).__name__.lower()} needs a shared session")
 
     def _key(self, msg: m.Key) -> None:
         injector = self._session.injector

@@ -73,7 +73,21 @@ class Ping:
     t: float | str | None
 
 
-Message = Union[Pointer, PointerRel, Button, Wheel, Key, Clipboard, Resize, Ping]
+@dataclass(frozen=True)
+class Control:
+    """The owner makes every other participant view-only (exclusive) or gives control back."""
+    exclusive: bool
+
+
+@dataclass(frozen=True)
+class Point:
+    """Where a participant points, for the others' labelled pointers only: never reaches X
+    (a view-only guest points with this; those who drive X point with `pointer`)."""
+    x: int
+    y: int
+
+
+Message = Union[Pointer, PointerRel, Button, Wheel, Key, Clipboard, Resize, Ping, Control, Point]
 
 
 def parse(raw: str | bytes) -> Message:
@@ -178,7 +192,18 @@ def _ping(msg: dict[str, Any]) -> Ping:
     return Ping(t)
 
 
+def _control(msg: dict[str, Any]) -> Control:
+    return Control(_bool(msg, "exclusive"))
+
+
+def _point(msg: dict[str, Any]) -> Point:
+    pointer = _pointer(msg)
+    return Point(pointer.x, pointer.y)
+
+
 _BUILDERS = {
+    "control": _control,
+    "point": _point,
     "pointer": _pointer,
     "pointer_rel": _pointer_rel,
     "button": _button,

@@ -25,7 +25,7 @@ from session_agent.display.randr import screen_size, set_screen_size
 from session_agent.display.titles import TitleWatcher
 from session_agent.display.windows import MaximizeKeeper, refit_fullscreen_windows
 from session_agent.display.xevents import is_extension_event
-from session_agent.input.channel import InputChannel, Send
+from session_agent.input.channel import Gate, InputChannel, Send
 from session_agent.input.clipboard import PNG, Clipboard, Content
 from session_agent.input.xtest import Injector
 
@@ -95,9 +95,11 @@ class InputSession:
         except ConnectionClosedError:
             pass  # the X server went first
 
-    def channel(self, send: Send, *, control: bool = True) -> InputChannel:
-        """A channel for one peer; with control=False the peer may only ping (view-only)."""
-        channel = InputChannel(send, self, control=control, rate=self._rate, burst=self._burst)
+    def channel(self, send: Send, *, control: bool = True, gate: Gate | None = None) -> InputChannel:
+        """A channel for one peer; with control=False the peer may only ping (view-only);
+        `gate` decides between several participants (session_agent/presence.py)."""
+        channel = InputChannel(send, self, control=control, rate=self._rate, burst=self._burst,
+                               gate=gate)
         self._channels.add(channel)
         self.note_activity()
         channel.send({"type": "resized", "width": self.size[0], "height": self.size[1]})

@@ -130,8 +130,9 @@ def test_namespace_enforces_restricted_and_every_pod_meets_it(rendered: list[dic
 
 
 # The exact permissions of each ServiceAccount, as deploy/README.md ("RBAC") states them.
+# patch: a session's share links live on its Session (spec.shares), written by the gateway.
 GATEWAY_PERMISSIONS = {("streaming.platform", "sessions", v)
-                       for v in ("get", "list", "watch", "create", "delete")}
+                       for v in ("get", "list", "watch", "create", "patch", "delete")}
 CONTROLLER_PERMISSIONS = {
     *(("streaming.platform", "sessions", v) for v in ("list", "watch", "patch", "delete")),
     ("streaming.platform", "sessions/status", "patch"),
