@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         size, max_size = (config.width, config.height), (config.max_width, config.max_height)
         if config.xvfb:
             xsession = XSession(config.display, config.xauthority)
-            xsession.start_xvfb(size, max_size)
+            xsession.start_xvfb(size, max_size, glx=config.glx)
         elif not can_connect(config.display):
             raise Fatal(f"cannot open display {config.display}")
         elif config.set_size:

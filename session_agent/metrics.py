@@ -30,6 +30,10 @@ class AgentMetrics:
         self.encode_seconds = Histogram(
             "agent_encode_seconds", "Capture, colour conversion and encode time per frame",
             buckets=(0.002, 0.004, 0.006, 0.008, 0.012, 0.016, 0.024, 0.033, 0.05, 0.1, 0.25), registry=r)
+        # No viewer, no capture: the first viewer's subscription → its keyframe encoded.
+        self.resume_seconds = Histogram(
+            "agent_resume_seconds", "First viewer after none: subscription to its keyframe encoded",
+            buckets=STAGE_BUCKETS, registry=r)
         frame_stage = Histogram(
             "agent_frame_stage_seconds", "Time of each media stage per frame (see FRAME_STAGES)", ["stage"],
             buckets=STAGE_BUCKETS, registry=r)
