@@ -103,6 +103,8 @@ SUITE = (
         Figure("cold_first_frame_median_s", "cold_first_frame_s.median", "s", None,
                (("max_s", "cold_first_frame_s.max"), ("runs", "runs"))),
     )),
+    # Issue 15: N GIMP sessions on this machine (python -m bench.density runs 40; 12 here, 4 quick).
+    Bench("density", "density", ("--sessions", "12"), ("--quick",), timeout_s=1800),
     # Quick mode keeps the 10,000 cases the target asks for: about 30 s here.
     Bench("fuzz", "fuzz", figures=(
         Figure("cases", "cases", "cases", 10_000, (("seed", "seed"), ("seconds", "seconds")), lower_is_better=False),
