@@ -116,7 +116,7 @@ class Gateway:
         marker = str(self.run_dir(session_id) / "token")
         for pid in descendants(self.proc.pid):
             args = cmdline(pid)
-            if any("supervisor.py" in a for a in args[:2]) and marker in args:
+            if any(a.endswith("supervisor.py") for a in args[:3]) and marker in args:
                 return pid
         raise RuntimeError(f"no supervisor for session {session_id}")
 

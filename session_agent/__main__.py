@@ -64,12 +64,14 @@ async def serve(config: AgentConfig, xsession: XSession | None) -> int:
         loop.add_signal_handler(sig, finish, 0)
 
     async def watch_app() -> None:
-        while xsession is not None and not done.done():
-            if app_problem() is not None:
-                log.error(app_problem(), extra={"action": "app_exited"})
-                loop.call_later(EXIT_GRACE_S, finish, EXIT_APP_EXITED)
-                return
-            await asyncio.sleep(0.5)
+        pid = xsession.app_pid() if xsession else None
+        if pid is None:
+            return
+        await _exited(pid)
+        while app_problem() is None:  # readable pidfd: exited; poll() reaps it at once
+            await asyncio.sleep(0.05)
+        log.error(app_problem(), extra={"action": "app_exited"})
+        loop.call_later(EXIT_GRACE_S, finish, EXIT_APP_EXITED)
 
     watcher = asyncio.ensure_future(watch_app())
     log.info("listening", extra={"action": "agent_started", "display": config.display, "encoder": encoder.name})
@@ -78,6 +80,33 @@ async def serve(config: AgentConfig, xsession: XSession | None) -> int:
     log.info("stopping", extra={"action": "agent_stopping"})
     await runner.cleanup()
     return code
+
+
+async def _exited(pid: int) -> None:
+    """Until process `pid` exits: its pidfd becomes readable (no polling: an idle session
+    does not wake for this); a sleep loop where pidfds are missing (Linux < 5.3)."""
+    loop = asyncio.get_running_loop()
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        while _alive(pid):
+            await asyncio.sleep(0.5)
+        return
+    gone = loop.create_future()
+    loop.add_reader(fd, lambda: gone.done() or gone.set_result(None))
+    try:
+        await gone
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 
 SECRET_ENV = ("AGENT_TOKEN", "AGENT_TOKEN_FILE")
+# Xvfb keeps the buffers of its clients' large requests (images GIMP puts on the screen) on
+# its heap for good: glibc's adaptive thresholds stop returning freed blocks to the system.
+# Fixed thresholds make blocks from 128 KiB up mapped and unmapped, and trim the heap's top.
+XVFB_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
 
 
 class XServerError(Exception):
@@ -62,11 +66,13 @@ class XSession:
         self.xauthority = xauthority  # an owned Xvfb requires the fresh cookie written here
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
-    def _spawn(self, name: str, argv: list[str], **kwargs) -> subprocess.Popen:
+    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None,
+               **kwargs) -> subprocess.Popen:
         # The application runs the user's plug-ins and scripts: it must not learn the bearer
         # token that guards this session's stream (nor where the pod keeps it).
         env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
         env["DISPLAY"] = self.display
+        env.update(extra_env or {})
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, preexec_fn=_child_setup,
                                 start_new_session=True, **kwargs)
         self.procs.append((name, proc))
@@ -99,7 +105,7 @@ class XSession:
                                         "-nolisten", "tcp", "-noreset", "+extension", "DAMAGE",
                                         "+extension", "RANDR", "+extension", "XFIXES",
                                         "+extension" if glx else "-extension", "GLX", *auth],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               extra_env=XVFB_MALLOC_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         except FileNotFoundError:
             raise XServerError("Xvfb is not installed (Debian package xvfb)") from None
         deadline = time.monotonic() + timeout
@@ -140,6 +146,9 @@ class XSession:
                 time.sleep(0.05)
         finally:
             conn.close()
+
+    def app_pid(self) -> int | None:
+        return next((proc.pid for name, proc in self.procs if name == "app"), None)
 
     def app_exit_code(self) -> int | None:
         for name, proc in self.procs:
