@@ -13,7 +13,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway import api, files, streaming
+from gateway import api, clipboard, files, streaming
 from gateway.auth import COOKIE, Authenticator
 from gateway.config import Config
 from gateway.proxies import networks, trusted_peer
@@ -228,6 +228,7 @@ def create_app(config: Config, spawner: Spawner | None = None) -> web.Applicatio
     app.router.add_routes(api.routes)
     app.router.add_routes(streaming.routes)
     files.setup(app)
+    clipboard.setup(app)
     app.cleanup_ctx.append(_lifetime)
     return app
 

@@ -1,9 +1,12 @@
 // The viewer: WHEP video, input, local cursor, stats, reconnect with backoff, clear endings.
 import { endSession, getSession } from './api.js';
+import { RemoteClipboard } from './clipboard.js';
 import { LocalCursor } from './cursor.js';
 import { FilesPanel } from './files.js';
+import { deviceSize, shownSize, watchPixelRatio } from './hidpi.js';
 import { InputCapture } from './input.js';
 import { Notices } from './notices.js';
+import { RefineOverlay } from './refine.js';
 import { StatsOverlay } from './stats.js';
 import { WhepSession } from './whep.js';
 
@@ -35,10 +38,12 @@ function send(message) {
   if (whep && whep.channel && whep.channel.readyState === 'open') whep.channel.send(JSON.stringify(message));
 }
 
-const input = new InputCapture(screen, send);
+const clipboard = new RemoteClipboard(sessionId, document.querySelector('.toolbar'));
+const input = new InputCapture(screen, send, { surface: video, images: clipboard });
 const cursor = new LocalCursor(screen);
 const stats = new StatsOverlay($('stats'));
 const notices = new Notices($('notice'));
+const refine = new RefineOverlay($('refine'), `/streaming/${encodeURIComponent(sessionId)}/refine/`);
 input.attach();
 new FilesPanel(sessionId, $('files'), $('files-toggle'), $('drop-hint'));
 
@@ -98,6 +103,7 @@ async function connect() {
   }
   const current = new WhepSession(endpoint);
   whep = current;
+  refine.restart();
   try {
     await current.connect((stream) => {
       video.srcObject = stream;
@@ -130,7 +136,11 @@ async function connect() {
 }
 
 function setDisplay(width, height) {
-  if (width > 0 && height > 0) input.display = { width, height };
+  if (width > 0 && height > 0) {
+    input.display = { width, height };
+    refine.resize(width, height);
+  }
+  fitVideo();
 }
 
 function onMessage(event) {
@@ -139,12 +149,11 @@ function onMessage(event) {
   switch (message.type) {
     case 'resized': setDisplay(message.width, message.height); break;
     case 'cursor': cursor.update(message); break;
-    case 'clipboard':
-      if (navigator.clipboard && typeof message.text === 'string') navigator.clipboard.writeText(message.text).catch(() => {});
-      break;
+    case 'clipboard': clipboard.fromAgent(message); break;
     case 'pong': if (typeof message.t === 'number') stats.pingRtt = performance.now() - message.t; break;
     case 'error': console.warn('agent:', message.message); break;
     case 'notice': if (typeof message.message === 'string') notices.show(message); break;
+    case 'refine': case 'unrefine': refine.message(message); break;
     case 'unsaved': if (Array.isArray(message.documents)) notices.unsaved = message.documents.map(String); break;
     default: break;
   }
@@ -153,18 +162,30 @@ function onMessage(event) {
 // The picture's own size is the display's size (a `resized` message may say so sooner).
 video.addEventListener('resize', () => setDisplay(video.videoWidth, video.videoHeight));
 
+// HiDPI: the display is asked for in device pixels and shown 1:1 in device pixels.
 function sendResize() {
   if (!remoteResize.checked) return;
-  const rect = screen.getBoundingClientRect();
-  const width = Math.max(2, Math.floor(rect.width / 2) * 2);
-  const height = Math.max(2, Math.floor(rect.height / 2) * 2);
-  if (`${width}x${height}` === lastResize) return;
-  lastResize = `${width}x${height}`;
-  send({ type: 'resize', width, height });
+  const { width, height, scale } = deviceSize(screen.getBoundingClientRect(), window.devicePixelRatio || 1);
+  if (`${width}x${height}@${scale}` === lastResize) return;
+  lastResize = `${width}x${height}@${scale}`;
+  send({ type: 'resize', width, height, scale });
 }
+
+function fitVideo() {
+  const { width, height } = input.display;
+  if (!width || !height) return;
+  const shown = shownSize(screen.getBoundingClientRect(), input.display, window.devicePixelRatio || 1);
+  for (const picture of [video, refine.canvas]) {
+    picture.style.width = `${shown.width}px`;
+    picture.style.height = `${shown.height}px`;
+  }
+}
+
+watchPixelRatio(() => { fitVideo(); lastResize = ''; sendResize(); });
 
 let resizeTimer = null;
 new ResizeObserver(() => {
+  fitVideo();
   clearTimeout(resizeTimer);
   resizeTimer = setTimeout(sendResize, RESIZE_DEBOUNCE_MS);
 }).observe(screen);
@@ -210,6 +231,7 @@ window.viewer = {
   get state() { return document.body.dataset.state; },
   get resource() { return whep && whep.resource; },
   get unsaved() { return notices.unsaved; },
+  get refined() { return refine.canvas.style.visibility === 'visible' ? refine.applied : 0; },
   get notice() { return notices.banner.hidden ? null : notices.banner.textContent; },
 };
 
