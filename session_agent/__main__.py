@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -109,7 +110,22 @@ def _alive(pid: int) -> bool:
         return False
 
 
+M_ARENA_MAX = -8  # glibc mallopt()
+
+
+def _one_malloc_arena() -> None:
+    """Every thread allocates from the main heap. glibc gives each thread (encoder, refiner,
+    watcher, FFmpeg's) an arena of its own, and malloc_trim() does not give back what those
+    hold once nobody watches: 15 MB per idle agent, measured (docs/ARCHITECTURE.md, "Memory").
+    Before any thread exists; the GIL serializes most allocations anyway."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, 1)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    _one_malloc_arena()
     config = parse_args(argv)
     agent_log.setup("session-agent", session_id=os.environ.get("SESSION_ID"))
     ice.install(config)
