@@ -7,9 +7,10 @@ measure each other). A benchmark that prints figure rows itself (`name`, `value`
 `target`, `met`, and its comparison, e.g. the stock aiortc approach in agent_media) is passed
 through; the others print one object, mapped below onto figures. A benchmark that fails
 prints `{"name": …, "error": …}` and the suite goes on; the exit status is 1 if any failed.
-`--quick` (about 6 minutes, bench.network included) passes each benchmark its smaller settings;
-`--soak` adds the soak (bench/soak.py, 10 minutes by default); `--images` the image sizes
-(bench/images.py: it builds the images, as root, minutes from a cold cache).
+`--quick` (about 10 minutes, bench.network and 4 GIMP sessions of bench.density included)
+passes each benchmark its smaller settings; `--soak` adds the soak (bench/soak.py, 10 minutes
+by default); `--images` the image sizes (bench/images.py: it builds the images, as root,
+minutes from a cold cache).
 """
 from __future__ import annotations
 
@@ -108,6 +109,8 @@ SUITE = (
         Figure("cold_first_frame_median_s", "cold_first_frame_s.median", "s", None,
                (("max_s", "cold_first_frame_s.max"), ("runs", "runs"))),
     )),
+    # Issue 15: N GIMP sessions on this machine (python -m bench.density runs 40; 12 here, 4 quick).
+    Bench("density", "density", ("--sessions", "12"), ("--quick",), timeout_s=1800),
     # Quick mode keeps the 10,000 cases the target asks for: about 30 s here.
     Bench("fuzz", "fuzz", figures=(
         Figure("cases", "cases", "cases", 10_000, (("seed", "seed"), ("seconds", "seconds")), lower_is_better=False),
@@ -184,7 +187,7 @@ def suite(soak: bool, soak_minutes: float, images: bool = False) -> list[Bench]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller settings, about 4 minutes in all")
+    parser.add_argument("--quick", action="store_true", help="smaller settings, about 10 minutes in all")
     parser.add_argument("--soak", action="store_true", help="also run the soak (not part of --quick's budget)")
     parser.add_argument("--soak-minutes", type=float, default=10)
     parser.add_argument("--images", action="store_true", help="also the image sizes (builds them)")

@@ -37,7 +37,7 @@ role=${1:-all}
 : "${AGENT_PORT:=6901}"
 : "${APPLICATION:=gimp}"
 : "${SESSION_SIZE:=1920x1080}"
-: "${MAX_SIZE:=3840x2160}"
+: "${MAX_SIZE:=$SESSION_SIZE}"  # Xvfb's framebuffer: memory every pod pays (deploy/README.md)
 export DISPLAY XAUTHORITY
 number=${DISPLAY#:}
 number=${number%%.*}
@@ -91,8 +91,13 @@ start_display() {
   # A restarted container keeps its /tmp volume: a lock left by the last Xvfb names a PID that
   # may now be another process of this new PID namespace, and Xvfb would refuse to start.
   rm -f "/tmp/.X$number-lock" "$socket"
+  # GLX loads Mesa into Xvfb: 10 MB of memory in every pod, needed by Blender alone (it draws
+  # with OpenGL); GIMP and Inkscape do without (deploy/README.md, "Density").
+  glx="-extension GLX"
+  [ "${APPLICATION:-}" = blender ] && glx="+extension GLX"
+  # shellcheck disable=SC2086  # $glx is two words
   Xvfb "$DISPLAY" -screen 0 "${MAX_SIZE}x24" -auth "$XAUTHORITY" -nolisten tcp -nolisten local \
-    -noreset +extension RANDR +extension DAMAGE +extension MIT-SHM &
+    -noreset +extension RANDR +extension DAMAGE +extension MIT-SHM $glx &
   xvfb=$!
   started "$xvfb"
   waited=0

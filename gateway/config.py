@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import re
 import secrets
 import shlex
 import sys
@@ -19,6 +20,8 @@ from gateway.kube.tokens import check_key
 from gateway.resources import DEFAULT_LIMITS, parse_limits
 from gateway.spawners.base import APPLICATIONS
 from gateway.turn import check_ice_url
+
+_SIZE = re.compile(r"\d{2,5}x\d{2,5}")  # the agent checks the range
 
 DEFAULT_APP_COMMANDS = {
     "gimp": "gimp --no-splash",
@@ -54,6 +57,9 @@ class Config:
     agent_command: tuple[str, ...] = (sys.executable, "-m", "session_agent")
     app_commands: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_APP_COMMANDS))
     session_size: str | None = None  # the agents' initial display size; None: the agent's default
+    # The largest size a browser may resize a session to (its Xvfb framebuffer, paid in memory
+    # by every session); None: the session size (docs/ARCHITECTURE.md, "Memory").
+    session_max_size: str | None = None
     turn_urls: tuple[str, ...] = ()
     turn_secret: str = ""
     turn_ttl: int = 24 * 3600
@@ -157,6 +163,10 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                        help=f"[GATEWAY_APP_{app.upper()}] the command that runs {app}")
     p.add_argument("--session-size", default=e("SESSION_SIZE", d.session_size),
                    help="[GATEWAY_SESSION_SIZE] initial display size of sessions, e.g. 1280x720")
+    p.add_argument("--session-max-size", default=e("SESSION_MAX_SIZE", d.session_max_size),
+                   help="[GATEWAY_SESSION_MAX_SIZE] the largest size a browser may resize a session "
+                        "to, e.g. 3840x2160 for HiDPI screens; each session's X server holds a "
+                        "framebuffer this large (default: the session size)")
     p.add_argument("--turn-urls", default=e("TURN_URLS", ""),
                    help="[GATEWAY_TURN_URLS] comma-separated turn:/stun: URLs given to clients")
     p.add_argument("--turn-secret", default=e("TURN_SECRET", d.turn_secret),
@@ -286,6 +296,13 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
             check_ice_url(url)
     except ValueError as exc:
         parser.error(f"--turn-urls: {exc}")
+    for flag, size in (("--session-size", a.session_size), ("--session-max-size", a.session_max_size)):
+        if size and not _SIZE.fullmatch(size):
+            parser.error(f"invalid {flag} {size!r}: expected WIDTHxHEIGHT, e.g. 1920x1080")
+    if a.session_max_size and any(int(s) > int(m) for s, m in zip(
+            (a.session_size or "1920x1080").split("x"), a.session_max_size.split("x"))):
+        parser.error(f"--session-size {a.session_size or '1920x1080'} exceeds --session-max-size "
+                     f"{a.session_max_size}")
     if bool(a.tls_cert) != bool(a.tls_key):
         parser.error("--tls-cert and --tls-key (GATEWAY_TLS_CERT, GATEWAY_TLS_KEY) go together")
     return Config(
@@ -300,7 +317,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         idle_warning=a.idle_warning,
         agent_command=agent_command,
         app_commands={app: getattr(a, f"app_{app}") for app in APPLICATIONS},
-        session_size=a.session_size or None, turn_urls=turn_urls, turn_secret=a.turn_secret,
+        session_size=a.session_size or None, session_max_size=a.session_max_size or None, turn_urls=turn_urls, turn_secret=a.turn_secret,
         turn_ttl=a.turn_ttl, log_level=a.log_level,
         cors_origins=cors_origins, trusted_proxies=trusted_proxies,
         secure_cookies=bool(a.secure_cookies), create_limit=a.create_limit,

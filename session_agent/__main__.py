@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -64,12 +65,14 @@ async def serve(config: AgentConfig, xsession: XSession | None) -> int:
         loop.add_signal_handler(sig, finish, 0)
 
     async def watch_app() -> None:
-        while xsession is not None and not done.done():
-            if app_problem() is not None:
-                log.error(app_problem(), extra={"action": "app_exited"})
-                loop.call_later(EXIT_GRACE_S, finish, EXIT_APP_EXITED)
-                return
-            await asyncio.sleep(0.5)
+        pid = xsession.app_pid() if xsession else None
+        if pid is None:
+            return
+        await _exited(pid)
+        while app_problem() is None:  # readable pidfd: exited; poll() reaps it at once
+            await asyncio.sleep(0.05)
+        log.error(app_problem(), extra={"action": "app_exited"})
+        loop.call_later(EXIT_GRACE_S, finish, EXIT_APP_EXITED)
 
     watcher = asyncio.ensure_future(watch_app())
     log.info("listening", extra={"action": "agent_started", "display": config.display, "encoder": encoder.name})
@@ -80,7 +83,49 @@ async def serve(config: AgentConfig, xsession: XSession | None) -> int:
     return code
 
 
+async def _exited(pid: int) -> None:
+    """Until process `pid` exits: its pidfd becomes readable (no polling: an idle session
+    does not wake for this); a sleep loop where pidfds are missing (Linux < 5.3)."""
+    loop = asyncio.get_running_loop()
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        while _alive(pid):
+            await asyncio.sleep(0.5)
+        return
+    gone = loop.create_future()
+    loop.add_reader(fd, lambda: gone.done() or gone.set_result(None))
+    try:
+        await gone
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+M_ARENA_MAX = -8  # glibc mallopt()
+
+
+def _one_malloc_arena() -> None:
+    """Every thread allocates from the main heap. glibc gives each thread (encoder, refiner,
+    watcher, FFmpeg's) an arena of its own, and malloc_trim() does not give back what those
+    hold once nobody watches: 15 MB per idle agent, measured (docs/ARCHITECTURE.md, "Memory").
+    Before any thread exists; the GIL serializes most allocations anyway."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, 1)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    _one_malloc_arena()
     config = parse_args(argv)
     agent_log.setup("session-agent", session_id=os.environ.get("SESSION_ID"))
     ice.install(config)
@@ -92,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         size, max_size = (config.width, config.height), (config.max_width, config.max_height)
         if config.xvfb:
             xsession = XSession(config.display, config.xauthority)
-            xsession.start_xvfb(size, max_size)
+            xsession.start_xvfb(size, max_size, glx=config.glx)
         elif not can_connect(config.display):
             raise Fatal(f"cannot open display {config.display}")
         elif config.set_size:

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 
 ENCODERS = ("auto", "nvenc", "x264", "vp8")
+ATTACHED_MAX_SIZE = (3840, 2160)  # --max-size of an X server the agent did not start
 
 
 @dataclass(frozen=True)
@@ -16,10 +17,11 @@ class AgentConfig:
     port: int = 6901
     host: str = "0.0.0.0"
     xvfb: bool = False
+    glx: bool = False  # the owned Xvfb offers GLX (OpenGL applications: Blender)
     width: int = 1920
     height: int = 1080
-    max_width: int = 3840
-    max_height: int = 2160
+    max_width: int = 1920  # --max-size: by default the session's size
+    max_height: int = 1080
     launch: str | None = None
     window_manager: bool = False  # run the window manager even without --launch
     set_size: bool = False  # --size was given: an attached X server is set to it at start
@@ -137,11 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=env("AGENT_HOST", "0.0.0.0"), help="HTTP bind address (AGENT_HOST)")
     p.add_argument("--xvfb", action="store_true", default=env("AGENT_XVFB", "") in ("1", "true", "yes"),
                    help="start and own an Xvfb on --display (AGENT_XVFB=1)")
+    p.add_argument("--glx", action="store_true", default=env("AGENT_GLX", "") in ("1", "true", "yes"),
+                   help="the owned Xvfb offers GLX, for OpenGL applications such as Blender; off, it "
+                        "saves each session 10 MB (AGENT_GLX=1)")
     p.add_argument("--size", type=_size, default=env("AGENT_SIZE"),
                    help="initial screen size WxH (AGENT_SIZE; default 1920x1080); an X server the "
                         "agent attaches to is set to it at start when given")
-    p.add_argument("--max-size", type=_size, default=env("AGENT_MAX_SIZE", "3840x2160"),
-                   help="largest size a client may resize to; the framebuffer of an owned Xvfb (AGENT_MAX_SIZE)")
+    p.add_argument("--max-size", type=_size, default=env("AGENT_MAX_SIZE"),
+                   help="largest size a client may resize to, and the framebuffer of an owned Xvfb, "
+                        "which costs 4 bytes a pixel whatever the screen shows (AGENT_MAX_SIZE; "
+                        "default: --size with --xvfb, else 3840x2160; resizes beyond it are clamped; 3840x2160 "
+                        "lets HiDPI clients have device pixels)")
     p.add_argument("--launch", default=env("AGENT_LAUNCH"),
                    help="application command to start, with the window manager (AGENT_LAUNCH)")
     p.add_argument("--window-manager", action="store_true",
@@ -205,12 +213,16 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
     if not a.min_bitrate <= a.bitrate <= a.max_bitrate:
         parser.error("--bitrate must lie between --min-bitrate and --max-bitrate")
     size = a.size or (AgentConfig.width, AgentConfig.height)
+    # An owned Xvfb cannot grow its framebuffer later, and a 4K one costs every session 24 MB
+    # more than a 1080p one: only what is asked for (docs/ARCHITECTURE.md, "Memory"). An X
+    # server started elsewhere has its own framebuffer, which clamps resizes anyway.
+    a.max_size = a.max_size or (size if a.xvfb else ATTACHED_MAX_SIZE)
     if size[0] > a.max_size[0] or size[1] > a.max_size[1]:
         parser.error(f"--size {size[0]}x{size[1]} exceeds --max-size {a.max_size[0]}x{a.max_size[1]}")
     if a.home is not None and not os.path.isdir(a.home):
         parser.error(f"--home {a.home!r} is not a directory")
     return AgentConfig(
-        display=a.display, port=a.port, host=a.host, xvfb=a.xvfb, width=size[0], height=size[1],
+        display=a.display, port=a.port, host=a.host, xvfb=a.xvfb, glx=a.glx, width=size[0], height=size[1],
         max_width=a.max_size[0], max_height=a.max_size[1], launch=a.launch or None,
         window_manager=a.window_manager or bool(a.launch), set_size=a.size is not None, token=a.token,
         encoder=a.encoder, max_peers=a.max_peers, max_fps=a.max_fps, bitrate_kbps=a.bitrate,

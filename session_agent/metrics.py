@@ -15,6 +15,10 @@ FRAME_STAGES = ("damage_to_grab", "grab", "convert", "encode", "to_transport", "
 STAGE_BUCKETS = (0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.010, 0.012, 0.016,
                  0.020, 0.025, 0.033, 0.050, 0.075, 0.1, 0.25)
 
+# A resume reconnects the capture and opens the encoder: tens of ms to a few hundred.
+RESUME_BUCKETS = (0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.11, 0.12, 0.13, 0.14,
+                  0.15, 0.175, 0.2, 0.25, 0.3, 0.4, 0.5, 1.0)
+
 
 class AgentMetrics:
     def __init__(self) -> None:
@@ -30,6 +34,10 @@ class AgentMetrics:
         self.encode_seconds = Histogram(
             "agent_encode_seconds", "Capture, colour conversion and encode time per frame",
             buckets=(0.002, 0.004, 0.006, 0.008, 0.012, 0.016, 0.024, 0.033, 0.05, 0.1, 0.25), registry=r)
+        # No viewer, no capture: the first viewer's subscription → its keyframe encoded.
+        self.resume_seconds = Histogram(
+            "agent_resume_seconds", "First viewer after none: subscription to its keyframe encoded",
+            buckets=RESUME_BUCKETS, registry=r)
         frame_stage = Histogram(
             "agent_frame_stage_seconds", "Time of each media stage per frame (see FRAME_STAGES)", ["stage"],
             buckets=STAGE_BUCKETS, registry=r)

@@ -134,7 +134,7 @@ class Controller:
 
     def collectors(self) -> list[Collector]:
         """Metrics to register in a Prometheus registry (the gateway's, or our own)."""
-        return [NodeMetrics(self._counts), _ControllerMetrics(self)]
+        return [NodeMetrics(self._counts, self.settings.nodes), _ControllerMetrics(self)]
 
     def _counts(self) -> tuple[int, int]:
         active = gpu = 0

@@ -11,7 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from gateway.controller.nodes import NodeShape, check_shape
 from gateway.kube.objects import APPLICATIONS, Placement, PodSettings
+from gateway.resources import quantity
 from gateway.kube.tokens import check_key
 
 
@@ -19,6 +21,7 @@ from gateway.kube.tokens import check_key
 class ControllerSettings:
     namespace: str | None = None
     pod: PodSettings = PodSettings()
+    nodes: NodeShape = NodeShape()  # the node calculation: node size, pod requests, override
     warm_pool: Mapping[str, int] = field(default_factory=dict)  # application -> pods kept ready
     workers: int = 16
     start_timeout: float = 300.0  # pending longer than this: failed
@@ -36,6 +39,11 @@ class ControllerSettings:
     agent_token_key: str = ""  # agent tokens are HMAC-SHA256(key, uid): gateway/kube/tokens.py
     watch_idle_timeout: float = 60.0  # a watch silent this long is stalled: resumed/relisted
     idle_warning: float = 60.0  # viewers are told this long before an idle session ends
+
+
+def _total(*quantities: str) -> str:
+    """Quantities added up, as a quantity (cores or bytes)."""
+    return str(sum(quantity(q) for q in quantities))
 
 
 def parse_warm_pool(text: str) -> dict[str, int]:
@@ -105,8 +113,19 @@ def load_settings(argv: Sequence[str] | None = None,
     p.add_argument("--session-size", default=e("SESSION_SIZE", dp.session_size),
                    help="[CONTROLLER_SESSION_SIZE] the screen size sessions start with (what "
                         "streams until a browser resizes it)")
-    p.add_argument("--max-size", default=e("MAX_SIZE", dp.max_size),
-                   help="[CONTROLLER_MAX_SIZE] the largest size a browser may resize a session to")
+    p.add_argument("--max-size", default=e("MAX_SIZE", ""),
+                   help="[CONTROLLER_MAX_SIZE] the largest size a browser may resize a session to, "
+                        "e.g. 3840x2160 for HiDPI screens; every pod's Xvfb holds a framebuffer "
+                        "this large (default: the session size)")
+    p.add_argument("--node-cpu", default=e("NODE_CPU", d.nodes.node_cpu),
+                   help="[CONTROLLER_NODE_CPU] vCPUs of a CPU-pool node, for the node calculation "
+                        "(gimp_required_nodes)")
+    p.add_argument("--node-memory", default=e("NODE_MEMORY", d.nodes.node_memory),
+                   help="[CONTROLLER_NODE_MEMORY] memory of a CPU-pool node, e.g. 64Gi")
+    p.add_argument("--sessions-per-node", default=e("SESSIONS_PER_NODE", ""),
+                   help="[CONTROLLER_SESSIONS_PER_NODE] sessions one CPU-pool node holds, as "
+                        "measured on your hardware (python -m bench.density); default: as many "
+                        "as the node fits by the session pods' requests")
     p.add_argument("--storage-class", default=e("STORAGE_CLASS", dp.storage_class),
                    help="[CONTROLLER_STORAGE_CLASS] of users' home volumes")
     p.add_argument("--storage-size", default=e("STORAGE_SIZE", dp.storage_size),
@@ -159,15 +178,23 @@ def load_settings(argv: Sequence[str] | None = None,
         pod = replace(
             dp, image=a.session_image, agent_port=int(a.agent_port),
             session_size=parse_size(a.session_size, "--session-size"),
-            max_size=parse_size(a.max_size, "--max-size"),
+            max_size=parse_size(a.max_size or a.session_size, "--max-size"),
             storage_class=a.storage_class, storage_size=a.storage_size,
             cpu_pool=Placement(parse_selector(a.cpu_node_selector),
                                parse_tolerations(a.cpu_tolerations)),
             gpu_pool=Placement(parse_selector(a.gpu_node_selector),
                                parse_tolerations(a.gpu_tolerations)),
             gpu_runtime_class=a.gpu_runtime_class or None)
+        per_node = str(a.sessions_per_node).strip()
+        if per_node and not per_node.isdigit():
+            raise ValueError(f"--sessions-per-node {per_node!r}: expected a whole number")
+        nodes = check_shape(replace(
+            d.nodes, node_cpu=str(a.node_cpu), node_memory=str(a.node_memory),
+            pod_cpu=_total(pod.cpu_request, pod.agent_cpu_request),
+            pod_memory=_total(pod.memory_request, pod.agent_memory_request),
+            cpu_sessions_per_node=int(per_node) if per_node else None))
         settings = replace(
-            d, namespace=a.namespace, pod=pod, warm_pool=parse_warm_pool(a.warm_pool),
+            d, namespace=a.namespace, pod=pod, nodes=nodes, warm_pool=parse_warm_pool(a.warm_pool),
             cloud_storage=a.cloud_storage, workers=int(a.workers),
             start_timeout=float(a.start_timeout),
             idle_check_interval=float(a.idle_check_interval),

@@ -55,17 +55,23 @@ class PodSettings:
     image: str = f"{IMAGE_REGISTRY}/session-{{application}}:{IMAGE_TAG}"  # `{application}` is replaced
     agent_port: int = 6901
     session_size: str = "1920x1080"  # the screen a session starts with (what streams)
-    max_size: str = "3840x2160"  # the largest a browser may resize it to (Xvfb's framebuffer)
-    # The application's container: a Session's resources.cpu/memory, else these.
-    cpu_request: str = "1"
+    # The largest a browser may resize it to: Xvfb's framebuffer, 4 bytes a pixel in every pod
+    # whatever it shows, so by default the session size (3840x2160 for HiDPI clients).
+    max_size: str = "1920x1080"
+    # The application's container: a Session's resources.cpu/memory, else these. Requests are
+    # what a session costs while still (measured: GIMP idle ~60 MB, a few hundredths of a core;
+    # deploy/README.md, "Density") with room for the images a user opens; limits what one
+    # busy session may take. The design asked 1 CPU / 2Gi, which fits 10 pods on 16 vCPUs.
+    cpu_request: str = "100m"
     cpu_limit: str = "2"
-    memory_request: str = "2Gi"
+    memory_request: str = "384Mi"
     memory_limit: str = "4Gi"
-    # The session container (Xvfb, window manager, agent: capture and one encode), on top.
-    agent_cpu_request: str = "500m"
+    # The session container (Xvfb, window manager, agent: capture and one encode), on top:
+    # ~70 MB still with nobody watching, ~120 MB with a viewer at 1920x1080, half a core in motion.
+    agent_cpu_request: str = "50m"
     agent_cpu_limit: str = "1"
-    agent_memory_request: str = "256Mi"
-    agent_memory_limit: str = "1Gi"
+    agent_memory_request: str = "160Mi"
+    agent_memory_limit: str = "512Mi"
     tmp_size: str = "1Gi"
     storage_size: str = "20Gi"
     storage_class: str = "ssd-user-storage"

@@ -58,6 +58,8 @@ LOG_RETENTION_S = 7 * 24 * 3600
 # number or port that was free when this spawner picked it: worth another try elsewhere.
 _CONFLICT = re.compile(r"display|port|in use|address", re.IGNORECASE)
 OWNER_FILE = "owner.json"
+# Applications that draw with OpenGL: their X server needs GLX, which costs the others 10 MB.
+GLX_APPLICATIONS = frozenset({"blender"})
 # Never handed on to an agent: the gateway's settings and any token of another agent.
 _NOT_INHERITED = ("DISPLAY", "XAUTHORITY", "WAYLAND_DISPLAY", "AGENT_TOKEN", "AGENT_TOKEN_FILE",
                   "AGENT_XAUTHORITY")
@@ -392,7 +394,12 @@ class LocalSpawner(Spawner):
                  "--xauthority", str(xauthority), "--launch", launch]
         if self._config.session_size:
             agent += ["--size", self._config.session_size]
-        argv = [sys.executable, supervisor.__file__, "--parent", str(os.getpid()),
+        if self._config.session_max_size:
+            agent += ["--max-size", self._config.session_max_size]
+        if session.application in GLX_APPLICATIONS:
+            agent.append("--glx")
+        # -S: the supervisor is standard library only; without `site` it holds 1 MB less.
+        argv = [sys.executable, "-S", supervisor.__file__, "--parent", str(os.getpid()),
                 "--grace", str(self._config.stop_grace),
                 *(["--ipc-namespace"] if self._bwrap else []), "--", *agent]
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

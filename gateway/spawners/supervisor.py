@@ -150,7 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         if agent in exited:
             status = exited[agent]
             break
-        info = signal.sigtimedwait(_WAKE, 1.0)
+        if stopping_since is None:
+            # Idle: asleep until a child exits or a stop signal comes (blocked signals stay
+            # pending, so none is lost between the reap above and this wait).
+            info = signal.sigwaitinfo(_WAKE)
+        else:
+            info = signal.sigtimedwait(_WAKE, max(0.01, stopping_since + args.grace - time.monotonic()))
         if info is not None and info.si_signo in _STOP and stopping_since is None:
             stopping_since = time.monotonic()
             os.kill(agent, signal.SIGTERM)

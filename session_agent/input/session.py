@@ -184,6 +184,9 @@ class InputSession:
         except XError as exc:
             log.warning("resize to %sx%s failed: %s", width, height, exc)
             return
+        if new != (width - width % 2, height - height % 2):
+            log.info("resize to %sx%s clamped to %sx%s (the agent's --max-size or the framebuffer)",
+                     width, height, *new)
         self._size_changed(new)
         # a request for the size it already has still gets its answer
         if new == old:

@@ -6,6 +6,7 @@ and no encode. One notification per burst (DamageReportNonEmpty), re-armed by su
 from __future__ import annotations
 
 import logging
+import os
 import select
 import threading
 from typing import Callable
@@ -24,6 +25,7 @@ class ScreenWatcher:
         self._on_resize = on_resize
         self._on_lost = on_lost
         self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()  # stop() wakes the thread: no polling timeout
         self._thread: threading.Thread | None = None
         self._conn: xdisplay.Display | None = None
 
@@ -46,9 +48,14 @@ class ScreenWatcher:
         return geometry.width, geometry.height
 
     def stop(self) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
+        os.write(self._wake_w, b"x")
         if self._thread is not None:
             self._thread.join(timeout=2)
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
         if self._conn is not None:
             try:
                 self._conn.close()
@@ -63,10 +70,12 @@ class ScreenWatcher:
         randr_event = conn.extension_event.ScreenChangeNotify if conn.has_extension("RANDR") else None
         try:
             while not self._stop.is_set():
-                # select with a timeout instead of a blocking next_event(), so stop() is prompt.
-                ready, _, _ = select.select([conn.fileno()], [], [], 0.5)
-                if not ready and not conn.pending_events():
-                    continue
+                # select on the connection and the wake pipe rather than a blocking
+                # next_event(), so stop() is prompt; an idle session never wakes this thread.
+                if not conn.pending_events():
+                    ready, _, _ = select.select([conn.fileno(), self._wake_r], [], [])
+                    if self._wake_r in ready:
+                        break
                 damaged = resized = False
                 while conn.pending_events():
                     event = conn.next_event()

@@ -75,13 +75,14 @@ class MediaPipeline:
         self._size = (0, 0)
         self._subscribers: dict[str, set[Subscriber]] = {}   # codec → callbacks, loop thread only
         self._codecs: frozenset[str] = frozenset()             # what the encode thread serves
+        self._subscribed_at = 0.0  # when the first viewer after none subscribed (monotonic)
         self._watcher = ScreenWatcher(display, self._mark_dirty, self._resized, self._lost)
         self._thread: threading.Thread | None = None
         self.error: str | None = None
         # Messages for every viewer's input channel (refine/unrefine), called on the loop.
         self.broadcast: Callable[[dict], None] = lambda message: None
         self.refiner = Refiner(self._refine_grab, self._refine_publish, after_s=refine_s,
-                               on_made=self._refined) if refine_s > 0 else None
+                               on_made=self._refined, release=self._refine_release) if refine_s > 0 else None
         self._refine_capture: ScreenCapture | None = None
 
     # -- lifecycle (loop thread) ----------------------------------------------------------
@@ -119,6 +120,8 @@ class MediaPipeline:
     # -- peers (loop thread) --------------------------------------------------------------
 
     def subscribe(self, codec: str, callback: Subscriber) -> None:
+        if not self._subscribers:
+            self._subscribed_at = time.monotonic()  # the first viewer: timed to its keyframe
         self._subscribers.setdefault(codec, set()).add(callback)
         self._set_codecs()
         self.request_keyframe()
@@ -186,6 +189,13 @@ class MediaPipeline:
         width, height = self._size
         return self._refine_capture.grab(width, height, "bgra").to_ndarray()
 
+    def _refine_release(self) -> None:
+        """Nobody watches (refiner thread): its capture and frame go, as the encode thread's do."""
+        if self._refine_capture is not None:
+            self._refine_capture.close()
+            self._refine_capture = None
+        _trim_heap()
+
     def _refine_publish(self, message: dict) -> None:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.broadcast, message)
@@ -213,6 +223,9 @@ class MediaPipeline:
             while not self._stop:
                 now = time.monotonic()
                 if not self._codecs:
+                    if state["holding"]:
+                        # The last viewer left: hand back the encoders and buffers first.
+                        return False, False, frozenset()
                     self._cond.wait()
                     continue
                 settle_due = state["settle"] > 0 and now >= state["settle_at"]
@@ -249,7 +262,9 @@ class MediaPipeline:
         capture = ScreenCapture(self.display)
         encoders: dict[str, VideoEncoder] = {}
         converted: dict[str, av.VideoFrame] = {}
-        state = {"started": 0.0, "last": 0.0, "settle": 0, "settle_at": 0.0, "changed": False, "damage_at": 0.0}
+        state = {"started": 0.0, "last": 0.0, "settle": 0, "settle_at": 0.0, "changed": False, "damage_at": 0.0,
+                 "holding": False, "resumed_at": 0.0}
+        frame: av.VideoFrame | None = None
         stage = self.metrics.stage
         damage_to_grab, grab_time, convert_time, encode_time = (
             stage["damage_to_grab"], stage["grab"], stage["convert"], stage["encode"])
@@ -258,7 +273,19 @@ class MediaPipeline:
         try:
             while (job := self._next_job(state)) is not None:
                 grab, keyframe, codecs = job
+                if not codecs:
+                    # Nobody watches: no capture, no encoder, no frame buffers until somebody
+                    # does (the watcher still marks the screen dirty). Idle sessions cost only this.
+                    for encoder in encoders.values():
+                        encoder.close()
+                    encoders, converted, frame = {}, {}, None
+                    capture.close()
+                    state.update(holding=False, settle=0)
+                    _trim_heap()
+                    continue
                 started = time.monotonic()
+                if not state["holding"]:
+                    state.update(holding=True, resumed_at=self._subscribed_at)
                 if state["damage_at"]:
                     damage_to_grab.observe(started - state["damage_at"])
                 width, height = self._size
@@ -307,6 +334,9 @@ class MediaPipeline:
                     convert_time.observe(converting)
                 encode_time.observe(encoding)
                 self.metrics.encode_seconds.observe(finished - started)
+                if state["resumed_at"]:
+                    self.metrics.resume_seconds.observe(finished - state["resumed_at"])
+                    state["resumed_at"] = 0.0
                 state["last"] = finished
                 if state["changed"]:
                     state["started"] = started

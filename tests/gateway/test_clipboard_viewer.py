@@ -46,8 +46,10 @@ WRITE_IMAGE = """async (b64) => {
 @pytest.fixture
 async def session(gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """(client, session id, its display) of Alice's running session."""
+    # HiDPI grows the display to device pixels: room for it is configured (each session's
+    # Xvfb holds its --session-max-size framebuffer; the default is the session size).
     client = await gateway(auth="jwt", agent_command=REAL_AGENT, app_commands={"gimp": LIGHT_APP},
-                           session_size="640x400")
+                           session_size="640x400", session_max_size="1920x1200")
     r = await client.post("/api/sessions", json={"application": "gimp"}, headers=user("alice"))
     sid = (await r.json())["id"]
 

@@ -70,3 +70,15 @@ async def test_whep_options_offers_the_ice_servers(gateway):
                               headers={**bearer(), "Content-Type": "application/sdp"})
     assert offer.status == 503 and offer.headers["Retry-After"] == "1"
     assert "starting" in (await offer.json())["error"]
+
+
+def test_session_sizes_from_flags_and_environment(capsys):
+    c = load_config([], {"GATEWAY_SESSION_SIZE": "1280x720", "GATEWAY_SESSION_MAX_SIZE": "3840x2160"})
+    assert (c.session_size, c.session_max_size) == ("1280x720", "3840x2160")
+    assert load_config([], {}).session_max_size is None  # the agents' default: the session size
+    for argv, message in [(["--session-max-size", "big"], "invalid --session-max-size 'big'"),
+                          (["--session-size", "1920x1080", "--session-max-size", "1280x720"],
+                           "exceeds --session-max-size")]:
+        with pytest.raises(SystemExit):
+            load_config(argv, {})
+        assert message in capsys.readouterr().err

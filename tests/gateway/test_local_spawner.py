@@ -519,3 +519,23 @@ async def test_an_unexpected_error_fails_the_session_with_a_reason(gateway, tmp_
     sid = await start(client)
     body = await until_phase(client, sid, "failed")
     assert body["message"] == "internal error: NotADirectoryError(20, 'Not a directory')"
+
+
+async def test_the_framebuffer_is_the_session_size_unless_configured_and_glx_is_blenders(gateway):
+    """Each session's Xvfb holds --session-max-size (default: the session size) in memory, and
+    GLX (Mesa in the X server) only for Blender, which draws with OpenGL."""
+    def xvfb_args(sid: str) -> list[str]:
+        tree = descendants(int(client.app[REGISTRY].spawner.get(sid).worker))
+        return next(cmdline(p) for p in tree if cmdline(p)[0] == "Xvfb")
+
+    client = await gateway(agent_command=REAL_AGENT, app_commands=APPS, session_size="640x360")
+    sid = await start(client)
+    await until_phase(client, sid, "running")
+    args = xvfb_args(sid)
+    assert "640x360x24" in args and args[args.index("GLX") - 1] == "-extension"
+    client = await gateway(agent_command=REAL_AGENT, app_commands=APPS, session_size="640x360",
+                           session_max_size="1280x720")
+    sid = await start(client, "blender")
+    await until_phase(client, sid, "running")
+    args = xvfb_args(sid)
+    assert "1280x720x24" in args and args[args.index("GLX") - 1] == "+extension"

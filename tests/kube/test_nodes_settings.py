@@ -13,23 +13,46 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from gateway.controller.nodes import NodeMetrics, NodeShape, required_nodes
 from gateway.controller.settings import load_settings
+from gateway.kube.objects import PodSettings
+from gateway.resources import quantity
 from tests.kube.conftest import TOKEN_KEY
+
+
+DESIGN = NodeShape(cpu_sessions_per_node=10)  # the design's fixed estimate, as an operator's figure
 
 
 @pytest.mark.parametrize("active, gpu, expected", [
     (0, 0, (0, 0)), (10, 0, (1, 0)),  # the design truncates the 20% buffer
     (100, 0, (12, 0)), (100, 16, (10, 2)), (8, 8, (0, 1)), (1, 1, (0, 1)), (500, 80, (50, 12)),
 ])
-def test_required_nodes(active: int, gpu: int, expected: tuple[int, int]) -> None:
-    assert required_nodes(active, gpu) == expected
+def test_required_nodes_is_the_designs_arithmetic(active: int, gpu: int, expected: tuple[int, int]) -> None:
+    assert required_nodes(active, gpu, DESIGN) == expected
 
 
-@given(st.integers(0, 10_000), st.integers(0, 10_000))
-def test_required_nodes_always_has_room(a: int, b: int) -> None:
+def test_sessions_per_node_follow_the_pod_requests() -> None:
+    # The pod template's defaults (PodSettings) are the default shape's pod.
+    pod = PodSettings()
+    assert quantity(NodeShape().pod_cpu) == quantity(pod.cpu_request) + quantity(pod.agent_cpu_request)
+    assert quantity(NodeShape().pod_memory) == quantity(pod.memory_request) + quantity(pod.agent_memory_request)
+    # 16 vCPU and 64Gi, a tenth reserved: 14.4 / 0.15 = 96 by CPU, 57.6Gi / 544Mi = 108 by memory.
+    assert NodeShape().sessions_per_node() == 96
+    # The scarcer resource decides.
+    assert NodeShape(node_memory="8Gi").sessions_per_node() == 13  # 7.2Gi / 544Mi
+    # The pod requests before this (1 CPU + 500m, 2Gi + 256Mi): 9, near the design's fixed 10.
+    assert NodeShape(pod_cpu="1.5", pod_memory="2304Mi").sessions_per_node() == 9
+    # A pod larger than the node still counts as one a node.
+    assert NodeShape(node_cpu="1", pod_cpu="2").sessions_per_node() == 1
+    # The operator's own figure wins.
+    assert NodeShape(cpu_sessions_per_node=40).sessions_per_node() == 40
+    assert required_nodes(960, 0) == (12, 0)  # 10 nodes at 96 a node, plus the 20% buffer
+
+
+@given(st.integers(0, 10_000), st.integers(0, 10_000), st.sampled_from([None, 1, 7, 10, 96]))
+def test_required_nodes_always_has_room(a: int, b: int, per_node: int | None) -> None:
     active, gpu = max(a, b), min(a, b)
-    shape = NodeShape()
+    shape = NodeShape(cpu_sessions_per_node=per_node)
     cpu_nodes, gpu_nodes = required_nodes(active, gpu, shape)
-    assert cpu_nodes * shape.cpu_sessions_per_node >= active - gpu
+    assert cpu_nodes * shape.sessions_per_node() >= active - gpu
     assert gpu_nodes * shape.gpus_per_node * shape.gpu_sessions_per_gpu >= gpu
 
 
@@ -41,10 +64,24 @@ def test_required_nodes_rejects_bad_counts(active: int, gpu: int) -> None:
 
 def test_node_metrics_are_exported() -> None:
     registry = CollectorRegistry()
-    registry.register(NodeMetrics(lambda: (100, 16)))
+    registry.register(NodeMetrics(lambda: (100, 16), DESIGN))
     text = generate_latest(registry).decode()
     assert 'gimp_required_nodes{pool="cpu"} 10.0' in text
     assert 'gimp_required_nodes{pool="gpu"} 2.0' in text
+    assert "gimp_sessions_per_node 10.0" in text
+
+
+def test_node_shape_from_flags_and_env() -> None:
+    key = ["--agent-token-key", TOKEN_KEY]
+    default = load_settings(key, {}).nodes
+    assert default == NodeShape(pod_cpu="0.150", pod_memory=str(544 * 2**20))
+    assert default.sessions_per_node() == 96
+    # The operator's hardware: flags and their CONTROLLER_* twins (the flag wins).
+    shaped = load_settings(key, {"CONTROLLER_NODE_CPU": "32", "CONTROLLER_NODE_MEMORY": "128Gi"}).nodes
+    assert (shaped.node_cpu, shaped.node_memory, shaped.sessions_per_node()) == ("32", "128Gi", 192)
+    assert load_settings([*key, "--node-cpu", "8"], {"CONTROLLER_NODE_CPU": "32"}).nodes.node_cpu == "8"
+    assert load_settings(key, {"CONTROLLER_SESSIONS_PER_NODE": "25"}).nodes.sessions_per_node() == 25
+    assert load_settings([*key, "--sessions-per-node", "12"], {}).nodes.sessions_per_node() == 12
 
 
 def test_settings_from_flags_and_env() -> None:
@@ -71,6 +108,10 @@ def test_settings_from_flags_and_env() -> None:
     (["--max-size", "huge"], "--max-size 'huge'"),
     (["--session-size", "3840x2160", "--max-size", "1920x1080"], "exceeds --max-size"),
     (["--agent-token-key", "short"], "at least 16 bytes"),
+    (["--node-memory", "lots"], "--node-memory: 'lots' is not a quantity"),
+    (["--node-cpu", "0"], "--node-cpu must be positive"),
+    (["--sessions-per-node", "0"], "--sessions-per-node must be at least 1"),
+    (["--sessions-per-node", "ten"], "--sessions-per-node 'ten': expected a whole number"),
     ([], "--agent-token-key (CONTROLLER_AGENT_TOKEN_KEY) is required"),
 ])
 def test_bad_flags_exit_with_one_clear_line(argv: list[str], message: str) -> None:

@@ -141,7 +141,8 @@ def test_session_size_reaches_the_session_container() -> None:
         if "value" in e}
     assert (env["SESSION_SIZE"], env["MAX_SIZE"]) == ("1280x720", "2560x1440")
     defaults = {e["name"]: e.get("value") for e in pod()["spec"]["containers"][0]["env"]}
-    assert (defaults["SESSION_SIZE"], defaults["MAX_SIZE"]) == ("1920x1080", "3840x2160")
+    # Xvfb's framebuffer is memory every pod pays: by default only the session's size.
+    assert (defaults["SESSION_SIZE"], defaults["MAX_SIZE"]) == ("1920x1080", "1920x1080")
 
 
 def test_pod_template_details() -> None:
@@ -150,10 +151,11 @@ def test_pod_template_details() -> None:
     # A Session's resources are the application's; the session container's come on top.
     assert app["resources"] == {"requests": {"cpu": "3", "memory": "6Gi"},
                                 "limits": {"cpu": "3", "memory": "6Gi"}}
-    assert session["resources"] == {"requests": {"cpu": "500m", "memory": "256Mi"},
-                                    "limits": {"cpu": "1", "memory": "1Gi"}}
+    # The measured footprint (deploy/README.md, "Density"): requests are a still session's.
+    assert session["resources"] == {"requests": {"cpu": "50m", "memory": "160Mi"},
+                                    "limits": {"cpu": "1", "memory": "512Mi"}}
     defaults = pod()["spec"]["containers"][1]["resources"]
-    assert defaults == {"requests": {"cpu": "1", "memory": "2Gi"},
+    assert defaults == {"requests": {"cpu": "100m", "memory": "384Mi"},
                         "limits": {"cpu": "2", "memory": "4Gi"}}
     volumes = {v["name"]: v for v in manifest["spec"]["volumes"]}
     assert volumes["user-storage"]["persistentVolumeClaim"]["claimName"] == objects.pvc_name("alice")
