@@ -9,11 +9,13 @@ export function deviceSize(rect, ratio) {
 }
 
 // The CSS size that shows a display of `display` device pixels 1:1 at `ratio`, made smaller
-// (never larger) when it does not fit `rect`, the page area.
-export function shownSize(rect, display, ratio) {
+// when it does not fit `rect`, the page area. With `fill` (the display follows the window) a
+// display smaller than asked for (the agent's --max-size clamped it; the agent lowered the
+// DPI to match) is stretched over the page area, up to one display pixel per CSS pixel.
+export function shownSize(rect, display, ratio, fill = false) {
   const width = display.width / ratio;
   const height = display.height / ratio;
-  const fit = Math.min(1, rect.width / width, rect.height / height);
+  const fit = Math.min(fill ? ratio : 1, rect.width / width, rect.height / height);
   return { width: width * fit, height: height * fit };
 }
 

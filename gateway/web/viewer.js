@@ -185,7 +185,8 @@ function sendResize() {
 function fitVideo() {
   const { width, height } = input.display;
   if (!width || !height) return;
-  const shown = shownSize(screen.getBoundingClientRect(), input.display, window.devicePixelRatio || 1);
+  const shown = shownSize(screen.getBoundingClientRect(), input.display, window.devicePixelRatio || 1,
+    remoteResize.checked);
   for (const picture of [video, refine.canvas]) {
     picture.style.width = `${shown.width}px`;
     picture.style.height = `${shown.height}px`;
@@ -203,6 +204,7 @@ new ResizeObserver(() => {
 
 remoteResize.addEventListener('change', () => {
   localStorage.setItem('remote-resize', remoteResize.checked ? '1' : '0');
+  fitVideo();
   lastResize = '';
   sendResize();
   screen.focus();

@@ -27,6 +27,16 @@ log = logging.getLogger(__name__)
 BASE_DPI = 96
 
 
+def display_dpi(scale: float, asked: tuple[int, int], granted: tuple[int, int]) -> int:
+    """The DPI for a viewer at devicePixelRatio `scale` that asked for `asked` device pixels
+    and got `granted` (clamped by --max-size): the viewer stretches the smaller display over the
+    same page area, so the interface must be drawn that much smaller to keep its size on the
+    user's screen; never below 96 (a display smaller than the window at scale 1 is just shown
+    1:1). Pure."""
+    shrink = min(1.0, granted[0] / asked[0], granted[1] / asked[1])
+    return round(BASE_DPI * max(1.0, scale * shrink))
+
+
 def with_resource(database: str, name: str, value: str) -> str:
     """The RESOURCE_MANAGER text with `name: value` set, every other line as it was (pure)."""
     line = re.compile(rf"^{re.escape(name)}\s*:.*$", re.MULTILINE)

@@ -20,8 +20,8 @@ from Xlib.ext import randr
 from Xlib.protocol import event as xevent
 
 from session_agent.display.cursor import CursorWatcher
-from session_agent.display.dpi import BASE_DPI, DpiSetter
-from session_agent.display.randr import screen_size, set_screen_size
+from session_agent.display.dpi import DpiSetter, display_dpi
+from session_agent.display.randr import clamp_size, max_screen_size, screen_size, set_screen_size
 from session_agent.display.titles import TitleWatcher
 from session_agent.display.windows import MaximizeKeeper, refit_fullscreen_windows
 from session_agent.display.xevents import is_extension_event
@@ -175,8 +175,13 @@ class InputSession:
         width, height, scale = self._resize_pending
         self._resize_pending = None
         old = self.size
-        dpi = round(BASE_DPI * scale) if scale is not None else self._dpi.dpi
         try:
+            dpi = self._dpi.dpi
+            if scale is not None:
+                framebuffer = max_screen_size(self._d)
+                limit = self._max_size or framebuffer
+                granted = clamp_size(width, height, (min(framebuffer[0], limit[0]), min(framebuffer[1], limit[1])))
+                dpi = display_dpi(scale, (width, height), granted)
             new = set_screen_size(self._d, width, height, self._max_size, dpi)
             refit_fullscreen_windows(self._d, old, new)
             if dpi is not None:

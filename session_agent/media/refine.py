@@ -122,10 +122,9 @@ class Refiner:
                  on_made: Callable[[Refinement, float], None] | None = None,
                  release: Callable[[], None] | None = None) -> None:
         self._grab = grab
-        # Called on this thread once nobody watches after a grab: the grabber's capture and
-        # buffers go (an idle session holds none; docs/ARCHITECTURE.md, "Memory").
+        # Called on this thread after each refinement: the grabber's capture and buffers go
+        # (an idle session holds none; docs/ARCHITECTURE.md, "Memory").
         self._release = release
-        self._grabbed = False
         self._publish = publish
         self._after_s = after_s
         self._on_made = on_made
@@ -198,30 +197,25 @@ class Refiner:
         except OSError:
             pass
         while True:
-            release = False
             with self._cond:
                 while not self._stop:
                     wait = self._due()
                     if wait == 0.0:
                         break
-                    if not self._active and self._grabbed:
-                        self._grabbed, release = False, True
-                        break
                     self._cond.wait(wait)
                 if self._stop:
                     return
                 generation, full, reference = self._generation, self._full, self._reference
-            if release:
-                if self._release is not None:
-                    self._release()
-                continue
-            self._grabbed = True
             try:
                 self._refine(generation, full, reference)
             except Exception:  # the overlay is an extra: never let it take the agent down
                 log.exception("refinement failed", extra={"action": "refine_failed"})
                 with self._cond:
                     self._refined_generation = generation
+            # One grab per still period: its capture (a screen-sized frame and shared memory
+            # segment) is not worth keeping until the next one.
+            if self._release is not None:
+                self._release()
 
     def _refine(self, generation: int, full: bool, reference: np.ndarray | None) -> None:
         started = time.monotonic()

@@ -11,7 +11,7 @@ import subprocess
 from Xlib import Xatom
 from Xlib.display import Display
 
-from session_agent.display.dpi import with_resource, xsettings
+from session_agent.display.dpi import display_dpi, with_resource, xsettings
 from session_agent.input.session import InputSession
 from tests.input.recorder import TIMEOUT, Peer
 from tests.input.test_resize import resized
@@ -57,6 +57,14 @@ def test_with_resource() -> None:
     assert with_resource("Xft.dpix: 1\n", "Xft.dpi", "96") == "Xft.dpix: 1\nXft.dpi:\t96\n"
 
 
+def test_a_clamped_display_gets_the_dpi_of_the_size_it_is_shown_at() -> None:
+    assert display_dpi(2, (3840, 2160), (3840, 2160)) == 192
+    assert display_dpi(2, (3840, 2160), (1920, 1080)) == 96      # stretched 2×: drawn at 96
+    assert display_dpi(1.5, (1500, 900), (1280, 720)) == 115     # 1.5 × 0.8 (the height binds)
+    assert display_dpi(1, (2560, 1440), (1920, 1080)) == 96      # never below 96
+    assert display_dpi(3, (1000, 1000), (1000, 1000)) == 288
+
+
 def test_xsettings_layout() -> None:
     blob = xsettings(3, {"Xft/DPI": 192 * 1024})
     # byte order, 3 pad, serial, count; type 0, pad, name length, name + pad to 4, serial, value
@@ -81,16 +89,15 @@ async def test_scale_sets_the_dpi_everywhere(session: InputSession, xvfb: Xvfb) 
 
     await resize(session, width=1500, height=900, scale=1.5)
     assert session.size == (1280, 720)  # clamped to the framebuffer
-    assert millimetres(xvfb.display) == (226, 127)  # the framebuffer's 1280x720 at 144 DPI
-    assert "Xft.dpi:\t144" in resources(xvfb.display)
-    assert "Xft/DPI 147456" in dump_xsettings(xvfb.display)
+    # Shown stretched over the 1000x600 CSS pixels it was asked for: 1.5 × 0.8 → 115 DPI.
+    assert "Xft.dpi:\t115" in resources(xvfb.display)
+    assert "Xft/DPI 117760" in dump_xsettings(xvfb.display)
 
     # Out of range or not a number: an error, and nothing changes.
     for scale in (0.5, 4.5, "2", True, None):
         peer = await resize(session, width=800, height=600, scale=scale)
         assert "scale" in peer.of_type("error")[0]["message"]
-    assert session.size == (1280, 720) and millimetres(xvfb.display) == (226, 127)
-    assert "Xft.dpi:\t144" in resources(xvfb.display)
+    assert session.size == (1280, 720) and "Xft.dpi:\t115" in resources(xvfb.display)
 
 
 async def test_without_scale_the_dpi_is_left_alone(session: InputSession, xvfb: Xvfb) -> None:
