@@ -63,13 +63,19 @@ class PeerManager:
         self.peers: dict[str, Peer] = {}
         self._pending = 0  # offers being answered count against the limit too
         self._reaper: asyncio.Task[None] | None = None
+        # Viewers of the other transports (the WebSocket's): one limit for all of them.
+        self.others: Callable[[], int] = lambda: 0
+
+    def count(self) -> int:
+        """Viewers of every transport, offers being answered included."""
+        return len(self.peers) + self._pending + self.others()
 
     async def create(self, offer_sdp: str) -> tuple[str, str]:
         """Answer an offer; returns (peer id, answer SDP). Raises OfferError or PeerLimit."""
         validate_offer(offer_sdp)
         codecs = video_codecs(offer_sdp)
         chosen = choose_codec(codecs, self.prefer)
-        if len(self.peers) + self._pending >= self.max_peers:
+        if self.count() >= self.max_peers:
             raise PeerLimit(f"at most {self.max_peers} viewers")
         self._pending += 1
         started = time.monotonic()
@@ -106,7 +112,7 @@ class PeerManager:
         finally:
             self._pending -= 1
         self.peers[peer_id] = peer
-        self.metrics.peers.set(len(self.peers))
+        self.metrics.peers.set(len(self.peers) + self.others())
         if self._reaper is None or self._reaper.done():
             self._reaper = asyncio.ensure_future(self._reap_silent())
         log.info("peer connected", extra={"action": "peer_created", "peer": peer_id,
@@ -172,7 +178,7 @@ class PeerManager:
         peer = self.peers.pop(peer_id, None)
         if peer is None:
             return False
-        self.metrics.peers.set(len(self.peers))
+        self.metrics.peers.set(len(self.peers) + self.others())
         self.pipeline.forget_peer(peer_id)
         try:
             self.metrics.rtt.remove(peer_id)

@@ -13,7 +13,7 @@ import logging
 import sys
 import threading
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import av
 
@@ -39,6 +39,14 @@ KEYFRAME_DEBOUNCE_S = 0.25
 GIL_SWITCH_S = 0.001
 
 Subscriber = Callable[[av.Packet], None]
+
+
+class FrameStamp(NamedTuple):
+    """What every subscriber learns about a packet besides its bytes (`packet.opaque`)."""
+    encoded_at: float   # time.monotonic() when the encoder returned it
+    captured_us: int    # when the screen looked like this: epoch microseconds (SPEC "WebSocket transport")
+    width: int
+    height: int
 
 try:
     _libc = ctypes.CDLL("libc.so.6")
@@ -220,6 +228,9 @@ class MediaPipeline:
             while (job := self._next_job(state)) is not None:
                 grab, keyframe, codecs = job
                 started = time.monotonic()
+                # A settle or refresh frame re-encodes the last grab, but DAMAGE says the screen
+                # has not changed since: the picture is the screen as of now, not of that grab.
+                captured_us = time.time_ns() // 1000
                 if state["damage_at"]:
                     damage_to_grab.observe(started - state["damage_at"])
                 width, height = self._size
@@ -256,8 +267,9 @@ class MediaPipeline:
                     packets = self._encode(encoder, src, keyframe, codec)
                     encoded_at = time.monotonic()
                     encoding += encoded_at - converted_at
+                    stamp = FrameStamp(encoded_at, captured_us, src.width, src.height)
                     for packet in packets:
-                        packet.opaque = encoded_at  # the track times its way to aiortc from here
+                        packet.opaque = stamp  # the track times its way to aiortc from here
                     largest = max([largest, *(p.size for p in packets)])
                     if packets and self._loop is not None:
                         self._loop.call_soon_threadsafe(self._publish, codec, packets)
