@@ -68,9 +68,23 @@ def _route(request: web.Request) -> Route | web.Response:
     return route
 
 
+# Who the viewer is, for the agent (X-Viewer-Role, -Share, -Label, -Expires): set by the
+# gateway itself on the request (a share link's grant), never copied from the browser's headers.
+VIEWER_HEADERS = web.RequestKey("viewer_headers", dict)
+
+
+def agent_headers(request: web.Request, route: Route) -> dict[str, str]:
+    """The headers of every request the gateway makes to a session's agent for this browser
+    request (WHEP and the WebSocket relay alike): the agent token and the viewer's identity."""
+    headers = {name: value for name, value in request.get(VIEWER_HEADERS, {}).items()
+               if name.lower().startswith("x-viewer-")}
+    headers["Authorization"] = f"Bearer {route.token}"
+    return headers
+
+
 async def _forward(request: web.Request, route: Route, method: str, path: str,
                    body: bytes | None = None) -> web.Response:
-    headers = {"Authorization": f"Bearer {route.token}"}
+    headers = agent_headers(request, route)
     if body is not None:
         headers["Content-Type"] = request.headers.get("Content-Type", "")
     session_id = request.match_info["id"]
