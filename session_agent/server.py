@@ -17,6 +17,7 @@ from .media.bitrate import BitrateController
 from .media.encoder import EncoderKind
 from .media.negotiation import OfferError
 from .media.pipeline import MediaPipeline
+from .media.rtphistory import install as size_rtp_history
 from .metrics import AgentMetrics
 from .whep import PeerLimit, PeerManager
 from .ws import WsViewers
@@ -231,6 +232,7 @@ def create_app(config: AgentConfig, encoder: EncoderKind, *, channel_factory=Non
     app[CONFIG] = config
     app[METRICS] = metrics
     bitrate = BitrateController(config.bitrate_kbps, config.min_bitrate_kbps, config.max_bitrate_kbps)
+    size_rtp_history(config.max_bitrate_kbps)
 
     def display_lost(reason: str) -> None:
         asyncio.ensure_future(app[PEERS].close())

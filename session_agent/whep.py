@@ -12,7 +12,8 @@ from typing import Any, Callable
 import aioice.ice
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket, unpack_remb_fci
+from aiortc.rtp import (RTCP_PSFB_APP, RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket, RtcpRrPacket, RtcpSrPacket,
+                       unpack_remb_fci)
 
 from .input.channel import InputChannel
 from .media.negotiation import (OfferError, choose_codec, codec_preferences, validate_offer, video_codecs,
@@ -31,6 +32,10 @@ ChannelFactory = Callable[[Callable[[dict[str, Any]], None]], InputChannel]
 # viewer held (keys, buttons) still pressed and the session counted as watched. A connected
 # peer silent this long is ended; a viewer that comes back reconnects.
 PEER_SILENCE_S = 10.0
+# A peer whose ICE never completes (its viewer gave up, fell back to the WebSocket, or UDP is
+# blocked and nobody sent DELETE) would count toward the limit for ever: it goes this long
+# after its answer. Connecting takes a second or two, through TURN too.
+PEER_CONNECT_S = 10.0
 
 
 class PeerLimit(Exception):
@@ -44,6 +49,8 @@ class Peer:
     track: EncodedVideoTrack
     channels: list[InputChannel] = field(default_factory=list)
     heard: float = field(default_factory=time.monotonic)  # when it last sent RTCP or a message
+    created: float = field(default_factory=time.monotonic)
+    connected: bool = False  # ICE and DTLS completed once
 
 
 def restrict_ice_addresses(addresses: tuple[str, ...]) -> None:
@@ -122,14 +129,19 @@ class PeerManager:
         return peer_id, pc.localDescription.sdp
 
     def _hook_rtcp(self, peer_id: str, sender: RTCRtpSender) -> None:
-        """Route PLI/FIR and REMB to the shared encoder: aiortc ignores them for packets it did not encode."""
+        """Route PLI/FIR, REMB and receiver reports' loss to the shared encoder: aiortc ignores
+        them for packets it did not encode."""
         original = sender._handle_rtcp_packet
         pipeline = self.pipeline
 
         async def handle(packet) -> None:
             if peer_id in self.peers:
                 self.peers[peer_id].heard = time.monotonic()
-            if isinstance(packet, RtcpPsfbPacket):
+            if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+                for report in packet.reports:
+                    if report.ssrc == sender._ssrc:
+                        pipeline.report_loss(peer_id, report.fraction_lost, report.highest_sequence)
+            elif isinstance(packet, RtcpPsfbPacket):
                 if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
                     pipeline.request_keyframe()
                 elif packet.fmt == RTCP_PSFB_APP:
@@ -162,6 +174,7 @@ class PeerManager:
 
     def _on_state(self, peer: Peer) -> None:
         if peer.pc.connectionState == "connected":
+            peer.connected = True
             peer.heard = time.monotonic()  # the silence clock starts once media can flow
         if peer.pc.connectionState in ("failed", "closed") and peer.id in self.peers:
             asyncio.ensure_future(self.delete(peer.id, reason=peer.pc.connectionState))
@@ -173,6 +186,8 @@ class PeerManager:
             for peer in list(self.peers.values()):
                 if peer.pc.connectionState == "connected" and now - peer.heard > PEER_SILENCE_S:
                     await self.delete(peer.id, reason="silent")
+                elif not peer.connected and now - peer.created > PEER_CONNECT_S:
+                    await self.delete(peer.id, reason="never_connected")
 
     async def delete(self, peer_id: str, reason: str = "deleted") -> bool:
         peer = self.peers.pop(peer_id, None)

@@ -39,6 +39,9 @@ NOTSENT_LOWAT = 16 * 1024
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 # While a keyframe is due, how often the writer looks whether the backlog has drained.
 DRAIN_POLL_S = 0.01
+# While it skips frames, a socket reports what it drained over at least this long (the encoder
+# cap goes just under it: media/bitrate.py).
+RATE_WINDOW_S = 1.0
 # Text a viewer does not read (cursor shapes, clipboard, notices) is never dropped; one that
 # lets this much pile up is too far gone to keep.
 MAX_TEXT_BACKLOG = 4 * 1024 * 1024
@@ -77,13 +80,18 @@ class WsViewer:
         self._wake = asyncio.Event()
         self._closed = False
         self.acked_us = 0   # capture time of the frame the viewer last painted
+        self._written = 0   # bytes handed to the transport
+        self._mark = (time.monotonic(), 0)  # (when, drained then): the drain rate's window
         self.channel = channel_factory(self._send_message)
         self._writer = asyncio.ensure_future(self._write())
+
+    def _buffered(self) -> int:
+        return self._transport.get_write_buffer_size() if not self._transport.is_closing() else 0
 
     @property
     def backlog(self) -> int:
         """Bytes accepted for this viewer and not yet handed to the kernel."""
-        return self._queued + (self._transport.get_write_buffer_size() if not self._transport.is_closing() else 0)
+        return self._queued + self._buffered()
 
     # -- frames from the pipeline (loop thread, never awaits) -------------------------------
 
@@ -91,7 +99,15 @@ class WsViewer:
         stamp = packet.opaque
         if self._closed or stamp is None:
             return
-        if not self.gate.admit(packet.size, packet.is_keyframe, self.backlog):
+        admitted = self.gate.admit(packet.size, packet.is_keyframe, self.backlog)
+        now = time.monotonic()
+        since, drained_then = self._mark
+        if now - since >= RATE_WINDOW_S:
+            drained = self._written - self._buffered()
+            self._mark = (now, drained)
+            if not admitted:
+                self._pipeline.report_drained(self.peer, int(8 * (drained - drained_then) / (now - since) / 1000))
+        if not admitted:
             self._metrics.frames_dropped.inc()
             self._wake.set()  # the writer watches the drain and asks for the keyframe
             return
@@ -128,6 +144,7 @@ class WsViewer:
                         frames_sent.inc()
                     else:
                         await send_str(item)
+                    self._written += len(item)
                 if self.gate.need_keyframe:
                     if self.gate.want_keyframe(self.backlog, time.monotonic()):
                         self._pipeline.request_keyframe()
@@ -165,6 +182,7 @@ class WsViewer:
             return
         self._closed = True
         self.channel.close()
+        self._pipeline.forget_peer(self.peer)
         self._writer.cancel()
         self._wake.set()
         log.info("ws viewer gone", extra={"action": "peer_deleted", "peer": self.peer, "reason": reason,

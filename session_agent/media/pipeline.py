@@ -139,6 +139,12 @@ class MediaPipeline:
     def report_bandwidth(self, peer: str, bps: int) -> None:
         self.bitrate.report(peer, bps)
 
+    def report_loss(self, peer: str, fraction_lost: int, highest_sequence: int) -> None:
+        self.bitrate.report_loss(peer, fraction_lost, highest_sequence)
+
+    def report_drained(self, peer: str, kbps: int) -> None:
+        self.bitrate.report_drained(peer, kbps)
+
     def forget_peer(self, peer: str) -> None:
         self.bitrate.forget(peer)
 

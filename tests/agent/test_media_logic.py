@@ -162,3 +162,51 @@ def test_nal_units_and_sps_profile_of_an_annex_b_access_unit():
     assert not sdp_profile("640028").constrained_baseline
     with pytest.raises(ValueError):
         sdp_profile("42e0")
+
+
+def test_loss_from_receiver_reports_lowers_the_cap_and_holds_it_under_that_rate():
+    from session_agent.media.bitrate import CEILING_HOLD_S
+    c = BitrateController(8000, 1000, 20000)
+    c.report("a", 300_000)                            # its delay-based estimate never ramped up
+    c.report_loss("a", 0, 1000)
+    c.report_loss("a", 95, 1800)                      # 37 % of 800 packets: the queue overflows
+    assert c.update(1.0) == 6515                      # half the loss fraction, as GCC does
+    c.report_loss("a", 40, 2500)                      # still 16 %
+    assert c.update(1.5) is None                      # not within a second of the last change...
+    assert c.update(2.0) == 5537                      # ...then at least 15 % lower
+    c.report_loss("a", 0, 3200)
+    c.report("a", 20_000_000)                         # a clear link and a high estimate again
+    assert c.update(10.0) is None                     # held under 90 % of where loss was seen
+    assert c.update(2.0 + CEILING_HOLD_S + 1) == 20000
+
+
+def test_random_loss_and_loss_over_few_packets_change_nothing():
+    c = BitrateController(8000, 1000, 20000)
+    c.report_loss("a", 0, 0)
+    for n in range(1, 20):
+        c.report_loss("a", 3, n * 1000)               # 1 % random loss, every report
+        assert c.update(float(n)) is None
+    c.report_loss("b", 0, 0)
+    c.report_loss("b", 128, 10)                       # half of ten packets: a still screen's noise
+    assert c.update(30.0) is None
+
+
+def test_a_socket_that_skips_frames_sizes_the_cap_to_its_drain_rate_unless_it_stalled():
+    c = BitrateController(8000, 1000, 20000)
+    c.report_drained("ws", 200)                       # a frozen tab, not a link
+    assert c.update(1.0) is None
+    c.report_drained("ws", 4000)
+    assert c.update(2.0) == 3600
+
+
+def test_rtp_history_covers_a_second_at_the_highest_bitrate():
+    import aiortc.rtcrtpsender
+    from session_agent.media.rtphistory import MIN_PACKETS, history_size, install
+    assert history_size(100) == MIN_PACKETS          # never below aiortc's own
+    assert history_size(8000) == 910                 # 8 Mbit/s: ~910 packets a second
+    assert history_size(10_000_000) == 32768
+    old = aiortc.rtcrtpsender.RTP_HISTORY_SIZE
+    try:
+        assert install(20000) == aiortc.rtcrtpsender.RTP_HISTORY_SIZE == 2273
+    finally:
+        aiortc.rtcrtpsender.RTP_HISTORY_SIZE = old
