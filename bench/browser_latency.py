@@ -36,9 +36,10 @@ sent) give each stage's median over the flashes (interpolated within buckets), s
 between the agent's work and what the page sees is visible.
 
 The first variant's figures are judged against the targets; the other variants' and the
-aiortc client's are printed next to them. --transport names how the viewer receives video
-(today only `webrtc`; the WebSocket/WebCodecs transport of a later issue is a second entry
-in TRANSPORTS: a viewer URL query and the element the probe reads).
+aiortc client's are printed next to them. --transport names how the viewer receives video:
+`webrtc` (the <video>), or `ws` (the WebSocket transport, WebCodecs painting a <canvas>: the
+probe polls the canvas; frames presented are the viewer's painted count, there being no
+requestVideoFrameCallback, and getStats() has nothing to say).
 
 Prints one JSON object per figure (bench/figures.py), `load_average` in each.
 """
@@ -98,7 +99,9 @@ class Transport:
     element: str    # CSS selector of the element showing the stream
 
 
-TRANSPORTS = {"webrtc": Transport("webrtc", "", "#video")}
+TRANSPORTS = {"webrtc": Transport("webrtc", "", "#video"),
+              # WebSocket + WebCodecs: the viewer paints each frame on a canvas as it decodes.
+              "ws": Transport("ws", "&transport=ws", "#canvas")}
 
 
 def without_extmap(uri: str) -> Callable[[str], str]:

@@ -150,9 +150,11 @@
     playing() {
       const e = state.element;
       if (!e) return false;
-      return e instanceof HTMLVideoElement ? e.readyState >= 2 && (!state.rvfc || state.frames > 2) : e.width > 0;
+      return e instanceof HTMLVideoElement ? e.readyState >= 2 && (!state.rvfc || state.frames > 2)
+        : Boolean(window.viewer) && window.viewer.painted > 2;
     },
-    get frames() { return state.frames; },
+    // Frames presented: requestVideoFrameCallback's count, or what the viewer painted on a canvas.
+    get frames() { return state.rvfc ? state.frames : (window.viewer ? window.viewer.painted : 0); },
     // The inbound video figures chrome://webrtc-internals shows, from getStats().
     async stats() {
       for (const pc of pcs) {

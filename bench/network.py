@@ -1,7 +1,7 @@
 """Network benchmark: the lab itself, the WHEP answer to Chromium's offer across a NAT, and the
 stream under network conditions, one JSON figure per line.
 
-    python -m bench.network [--quick] [--transport webrtc] [--viewers chromium,aiortc]
+    python -m bench.network [--quick] [--transport webrtc,ws] [--viewers chromium,aiortc]
                             [--size 1280x720] [--noise 2] [--only lab|whep|media]
 
 Needs root (network namespaces, iptables, /dev/net/tun); without, it prints one `skipped` row.
@@ -15,8 +15,8 @@ gateway (HTTPS, local spawner) and agent in a server namespace, the relay in bet
   sees it, and the agent's own time, over a dozen offers.
 - Media, per condition (none; 40 ms RTT + 1 % loss each way; a 5 Mbit/s cap with a 200 ms
   router queue), per viewer — Chromium playing the real viewer page, and aiortc
-  (tests/netlab/viewer.py, frames completed on the marker bit as a browser does) — over
-  `--transport`: full-screen motion at 30 Hz with `--noise` patches of incompressible pixels
+  (tests/netlab/viewer.py, frames completed on the marker bit as a browser does; over the
+  WebSocket a PyAV client) — over each of `--transport` (WebRTC, the WebSocket transport): full-screen motion at 30 Hz with `--noise` patches of incompressible pixels
   (5–9 Mbit/s at the starting cap, so that the 5 Mbit/s link is really too narrow) plus a
   corner marker that changes colour at random moments; the viewer reads the marker's colour in
   every frame it presents. Latency p50/p95 is marker change → first frame showing it (a marker
@@ -279,7 +279,7 @@ def media_condition(lab: NetLab, gw: LabGateway, session: str, name: str, viewer
     return rows
 
 
-def rows_media(quick: bool, transport: str, size: str, noise: int, viewers: list[str]) -> list[dict[str, Any]]:
+def rows_media(quick: bool, transports: list[str], size: str, noise: int, viewers: list[str]) -> list[dict[str, Any]]:
     rows = []
     seconds = 10 if quick else 25
     with NetLab() as lab:
@@ -288,9 +288,14 @@ def rows_media(quick: bool, transport: str, size: str, noise: int, viewers: list
         try:
             for viewer in viewers:
                 for name in CONDITIONS:
-                    session = gw.start_session()  # a fresh session (and encoder state) per run
-                    rows += media_condition(lab, gw, session, name, viewer, transport, seconds, noise, chromium)
-                    gw.api("DELETE", f"/api/sessions/{session}")
+                    for transport in transports:
+                        session = gw.start_session()  # a fresh session (and encoder state) per run
+                        try:
+                            rows += media_condition(lab, gw, session, name, viewer, transport, seconds, noise,
+                                                    chromium)
+                        except Exception as exc:  # one run failing still lets the others report
+                            rows.append({"name": f"network.{transport}.{viewer}.{name}", "error": repr(exc)[:500]})
+                        gw.api("DELETE", f"/api/sessions/{session}")
         finally:
             if chromium is not None:
                 chromium.__exit__()
@@ -300,7 +305,8 @@ def rows_media(quick: bool, transport: str, size: str, noise: int, viewers: list
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer probes and shorter runs")
-    p.add_argument("--transport", choices=sorted(TRANSPORTS), default="webrtc")
+    p.add_argument("--transport", default="webrtc,ws",
+                   help=f"comma-separated, from: {', '.join(sorted(TRANSPORTS))} (each condition runs for each)")
     p.add_argument("--size", default="1280x720", help="the session's display size")
     p.add_argument("--noise", type=int, default=2,
                    help="patches of incompressible pixels per motion tick (tests/netlab/painter.py)")
@@ -308,11 +314,14 @@ def main() -> int:
                    help="who watches the media runs: chromium (the real viewer page), aiortc (tests/netlab/viewer.py)")
     p.add_argument("--only", choices=("lab", "whep", "media"), help="one part only")
     a = p.parse_args()
+    transports = [t.strip() for t in a.transport.split(",") if t.strip()]
+    if unknown := [t for t in transports if t not in TRANSPORTS]:
+        p.error(f"unknown transport(s) {', '.join(unknown)}")
     if reason := unavailable(relay=True):
         print(json.dumps({"name": "network", "skipped": reason}))
         return 0
     parts = {"lab": lambda: rows_lab(a.quick), "whep": lambda: asyncio.run(rows_whep(a.quick)),
-             "media": lambda: rows_media(a.quick, a.transport, a.size, a.noise,
+             "media": lambda: rows_media(a.quick, transports, a.size, a.noise,
                                          [v.strip() for v in a.viewers.split(",") if v.strip()])}
     failed = 0
     for part, run in parts.items():
