@@ -148,13 +148,14 @@ def sample_agent(lab: NetLab, gw: LabGateway, session: str, stop: threading.Even
     pid, _ = gw.agent_of(session)
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
     port = argv[argv.index("--port") + 1]
-    environ = dict(e.split("=", 1) for e in Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if "=" in e)
-    headers = {"Authorization": f"Bearer {environ['AGENT_TOKEN']}"}
+    # The local spawner hands the agent its token in a file (--token-file), never the environment.
+    token = Path(argv[argv.index("--token-file") + 1]).read_text().strip()
+    headers = {"Authorization": f"Bearer {token}"}
     while not stop.wait(1.0):
         _, text, _ = lab.server.http("GET", f"http://127.0.0.1:{port}/metrics", headers=headers)
         values = {}
         for line in str(text).splitlines():
-            for name in ("agent_bitrate_cap_kbps", "agent_video_bytes_total"):
+            for name in ("agent_bitrate_cap_kbps", "agent_video_bytes_total", "agent_frames_dropped_total"):
                 if line.startswith(name) and not line.startswith(name + "_"):
                     values[name] = values.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
         out.append({"t": time.monotonic(), **values})
@@ -266,6 +267,8 @@ def media_condition(lab: NetLab, gw: LabGateway, session: str, name: str, viewer
         "encoded_kbps_median": round(statistics.median(8 * b / 1000 / dt for dt, b in sent), 1) if sent else None,
         "encoded_kbps_per_5s": [round(sum(8 * b / 1000 for _, b in sent[i:i + 5]) / max(1e-6, sum(dt for dt, _ in sent[i:i + 5])))
                                 for i in range(0, len(sent), 5)],
+        "agent_frames_dropped": (samples[-1].get("agent_frames_dropped_total", 0) - samples[0].get("agent_frames_dropped_total", 0)
+                                 if samples else None),  # frames a lagging viewer skipped (either transport)
         "markers": len(markers), "markers_seen": sum(math.isfinite(v) for v in latencies),
         "relay": {d: {k: relay[d][k] for k in ("received", "lost", "overflowed", "max_queue")}
                   for d in ("up", "down")} if relay else None,
@@ -279,7 +282,8 @@ def media_condition(lab: NetLab, gw: LabGateway, session: str, name: str, viewer
     return rows
 
 
-def rows_media(quick: bool, transports: list[str], size: str, noise: int, viewers: list[str]) -> list[dict[str, Any]]:
+def rows_media(quick: bool, transports: list[str], size: str, noise: int, viewers: list[str],
+               conditions: list[str]) -> list[dict[str, Any]]:
     rows = []
     seconds = 10 if quick else 25
     with NetLab() as lab:
@@ -287,7 +291,7 @@ def rows_media(quick: bool, transports: list[str], size: str, noise: int, viewer
         chromium = LabChromium(lab).__enter__() if "chromium" in viewers else None
         try:
             for viewer in viewers:
-                for name in CONDITIONS:
+                for name in conditions:
                     for transport in transports:
                         session = gw.start_session()  # a fresh session (and encoder state) per run
                         try:
@@ -313,6 +317,7 @@ def main() -> int:
     p.add_argument("--viewers", default="chromium,aiortc",
                    help="who watches the media runs: chromium (the real viewer page), aiortc (tests/netlab/viewer.py)")
     p.add_argument("--only", choices=("lab", "whep", "media"), help="one part only")
+    p.add_argument("--conditions", default=",".join(CONDITIONS), help="the media runs' conditions, comma-separated")
     a = p.parse_args()
     transports = [t.strip() for t in a.transport.split(",") if t.strip()]
     if unknown := [t for t in transports if t not in TRANSPORTS]:
@@ -322,7 +327,8 @@ def main() -> int:
         return 0
     parts = {"lab": lambda: rows_lab(a.quick), "whep": lambda: asyncio.run(rows_whep(a.quick)),
              "media": lambda: rows_media(a.quick, transports, a.size, a.noise,
-                                         [v.strip() for v in a.viewers.split(",") if v.strip()])}
+                                         [v.strip() for v in a.viewers.split(",") if v.strip()],
+                                         [c for c in a.conditions.split(",") if c in CONDITIONS])}
     failed = 0
     for part, run in parts.items():
         if a.only and part != a.only:

@@ -36,7 +36,7 @@ class AgentMetrics:
         # One child per stage, resolved here: the hot path does no label lookup.
         self.stage = {stage: frame_stage.labels(stage) for stage in FRAME_STAGES}
         self.bitrate_cap = Gauge("agent_bitrate_cap_kbps", "Current encoder bitrate cap", registry=r)
-        self.peers = Gauge("agent_peers", "Connected WebRTC peers", registry=r)
+        self.peers = Gauge("agent_peers", "Connected viewers, WebRTC and WebSocket", registry=r)
         self.rtt = Gauge("agent_peer_rtt_seconds", "Round-trip time reported by each peer's RTCP",
                          ["peer"], registry=r)
         self.whep_requests = Counter("agent_whep_requests_total", "WHEP requests by result",
