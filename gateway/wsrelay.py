@@ -6,11 +6,15 @@ A relay must not become the buffer that a slow link fills: it reads the agent's 
 come and writes one to the browser only while the browser's socket has under about two frames
 unsent. Past that it drops deltas for this browser and, once its socket has drained, asks the
 agent for a keyframe (`{"type":"keyframe"}` upstream), the rule the agent applies to its own
-sockets (session_agent/media/backpressure.py).
+sockets (session_agent/media/backpressure.py). While it skips frames it also tells the agent
+what the browser's link did carry (`{"type":"congestion","kbps":N}`, at most once a second), so
+that the one encoder can come down to it as it does for its own sockets; a browser's own
+message of that type is not passed on.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import time
@@ -42,6 +46,7 @@ FRAMES = 2.0
 MEAN_WEIGHT = 0.1
 KEYFRAME_RETRY_S = 0.5
 DRAIN_POLL_S = 0.01
+RATE_WINDOW_S = 1.0
 # Closing codes for the browser when the agent cannot be reached or refuses: 4000 + the HTTP
 # status, with the reason as text (a browser sees no HTTP body of a failed upgrade).
 _CLOSE_BASE = 4000
@@ -144,16 +149,29 @@ async def _relay(request: web.Request, browser: web.WebSocketResponse,
     gate = RelayGate()
     wake = asyncio.Event()
 
+    written = 0
+    mark = (time.monotonic(), 0)  # (when, bytes drained then): the drain rate's window
+
     def backlog() -> int:
         return transport.get_write_buffer_size() if transport is not None and not transport.is_closing() else 0
 
     async def down() -> None:  # agent → browser
+        nonlocal written, mark
         async for message in upstream:
             if message.type == WSMsgType.BINARY:
                 data = message.data
                 keyframe = len(data) >= HEADER_SIZE and bool(data[1] & FLAG_KEYFRAME)
-                if gate.admit(len(data), keyframe, backlog()):
+                admitted = gate.admit(len(data), keyframe, backlog())
+                now = time.monotonic()
+                if now - mark[0] >= RATE_WINDOW_S:
+                    drained = written - backlog()
+                    if not admitted:
+                        kbps = int(8 * (drained - mark[1]) / (now - mark[0]) / 1000)
+                        await upstream.send_str(f'{{"type":"congestion","kbps":{kbps}}}')
+                    mark = (now, drained)
+                if admitted:
                     await browser.send_bytes(data)
+                    written += len(data)
                 else:
                     wake.set()
             elif message.type == WSMsgType.TEXT:
@@ -164,6 +182,8 @@ async def _relay(request: web.Request, browser: web.WebSocketResponse,
     async def up() -> None:  # browser → agent
         async for message in browser:
             if message.type == WSMsgType.TEXT:
+                if '"congestion"' in message.data and _is_congestion(message.data):
+                    continue  # the relay's word to the agent, not the browser's
                 await upstream.send_str(message.data)
 
     async def keyframes() -> None:  # once the browser has drained, one keyframe resumes it
@@ -189,6 +209,14 @@ async def _relay(request: web.Request, browser: web.WebSocketResponse,
                             message=b"the session's agent closed the stream")
     log_event(log, "ws_relay_closed", session_id=request.match_info["id"], dropped=gate.dropped,
               agent_close=upstream.close_code, browser_close=browser.close_code)
+
+
+def _is_congestion(text: str) -> bool:
+    try:
+        message = json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(message, dict) and message.get("type") == "congestion"
 
 
 async def _close_all(app: web.Application) -> None:

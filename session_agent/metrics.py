@@ -26,6 +26,9 @@ class AgentMetrics:
         self.frames_sent = Counter("agent_frames_sent_total", "Encoded frames handed to peers", registry=r)
         self.frames_dropped = Counter("agent_frames_dropped_total",
                                       "Frames a lagging peer skipped (it resumes at a keyframe)", registry=r)
+        self.retransmits_refused = Counter(
+            "agent_retransmits_refused_total",
+            "NACKed packets not sent again: repeated within 0.1 s or over the retransmission budget", registry=r)
         self.bytes_encoded = Counter("agent_video_bytes_total", "Encoded video bytes", ["codec"], registry=r)
         self.encode_seconds = Histogram(
             "agent_encode_seconds", "Capture, colour conversion and encode time per frame",

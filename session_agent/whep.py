@@ -19,6 +19,7 @@ from .input.channel import InputChannel
 from .media.negotiation import (OfferError, choose_codec, codec_preferences, validate_offer, video_codecs,
                                 with_default_directions, without_mdns_candidates)
 from .media.pipeline import MediaPipeline
+from .media.retransmit import RetransmitBudget
 from .media.rtpext import install as install_rtp_extensions, negotiate_playout_delay
 from .media.track import EncodedVideoTrack
 
@@ -153,6 +154,17 @@ class PeerManager:
             await original(packet)
 
         sender._handle_rtcp_packet = handle
+        # NACKs: retransmissions within a budget (media/retransmit.py), not whatever is asked.
+        budget = RetransmitBudget()
+        retransmit = sender._retransmit
+
+        async def bounded_retransmit(sequence_number: int) -> None:
+            if budget.allow(sequence_number, time.monotonic(), pipeline.bitrate.current_kbps):
+                await retransmit(sequence_number)
+            else:
+                self.metrics.retransmits_refused.inc()
+
+        sender._retransmit = bounded_retransmit
 
     def _on_datachannel(self, peer: Peer, channel) -> None:
         if channel.label != "input":

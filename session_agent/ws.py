@@ -169,6 +169,11 @@ class WsViewer:
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "keyframe":
             self._pipeline.request_keyframe()  # debounced there, like PLI
+        elif kind == "congestion":
+            # From the gateway's relay: the browser's hop carried this much while it skipped frames.
+            kbps = message.get("kbps")
+            if isinstance(kbps, int) and not isinstance(kbps, bool) and kbps >= 0:
+                self._pipeline.report_drained(self.peer, kbps)
         elif kind == "ack":
             t = message.get("t")
             if isinstance(t, int) and not isinstance(t, bool) and t >= 0:

@@ -16,7 +16,8 @@ bounds. What each receiver says, and what it is taken to mean:
 - A stream transport's drain rate (the WebSocket): a socket that has to skip frames reports
   what it did get through, and the cap goes just under that.
 
-After congestion at some cap, the cap does not rise back above HEADROOM of it for CEILING_HOLD_S:
+After congestion at some rate (the cap while packets were lost, the rate a socket drained), the
+cap does not rise back above HEADROOM of it for CEILING_HOLD_S:
 probing up straight away would refill the queue it just drained. Reopening an encoder costs a
 keyframe, so small or frequent changes are ignored.
 """
@@ -56,9 +57,10 @@ class BitrateController:
         self.min_kbps = min_kbps
         self.max_kbps = max_kbps
         self.current_kbps = start_kbps
+        self.start_kbps = start_kbps
         self._receivers: dict[str, _Receiver] = {}
         self._drop_to: int | None = None
-        self._congested = False         # loss or a drain rate said so since the last update
+        self._too_much: int | None = None  # a rate that proved too much since the last update
         self._changed_at = float("-inf")
         self._ceiling: int | None = None
         self._ceiling_at = float("-inf")
@@ -86,7 +88,7 @@ class BitrateController:
             return
         loss = fraction_lost / 256
         if loss >= LOSS_HIGH:
-            self._congested = True
+            self._too_much = min(self._too_much or self.current_kbps, self.current_kbps)
             self._want(int(self.current_kbps * min(1 - DROP_MIN, 1 - loss / 2)))
 
     def report_drained(self, peer: str, kbps: int) -> None:
@@ -95,7 +97,7 @@ class BitrateController:
         if kbps < self.min_kbps:
             return
         self._receiver(peer)
-        self._congested = True
+        self._too_much = min(self._too_much or kbps, kbps)  # what got through is the known limit
         self._want(max(int(kbps * HEADROOM), 1))
 
     def forget(self, peer: str) -> None:
@@ -107,9 +109,8 @@ class BitrateController:
     def update(self, now: float) -> int | None:
         """The new cap in kbit/s when it should change now, else None."""
         drop, self._drop_to = self._drop_to, None
-        if self._congested:
-            self._congested = False
-            self._ceiling, self._ceiling_at = self.current_kbps, now
+        if self._too_much is not None:
+            self._ceiling, self._ceiling_at, self._too_much = self._too_much, now, None
         if drop is not None:
             target = self._clamp(drop)
             if target <= self.current_kbps * (1 - DROP_MIN) and now - self._changed_at >= DROP_INTERVAL_S:
@@ -118,9 +119,14 @@ class BitrateController:
                 self._drop_to = drop  # keep it for when the interval allows
             return None
         estimates = [r.estimate for r in list(self._receivers.values()) if r.estimate is not None]
-        if not estimates:
+        if estimates:
+            target = self._clamp(min(estimates))
+        elif self._receivers:
+            # Nobody sends estimates (WebSocket viewers): back to the starting cap, the one
+            # chosen without any, once the hold after congestion is over.
+            target = self._clamp(self.start_kbps)
+        else:
             return None
-        target = self._clamp(min(estimates))
         if self._ceiling is not None and now - self._ceiling_at < CEILING_HOLD_S:
             target = min(target, int(self._ceiling * HEADROOM))
         if target > self.current_kbps * (1 + HYSTERESIS) and now - self._changed_at >= RAISE_INTERVAL_S:

@@ -210,3 +210,25 @@ def test_rtp_history_covers_a_second_at_the_highest_bitrate():
         assert install(20000) == aiortc.rtcrtpsender.RTP_HISTORY_SIZE == 2273
     finally:
         aiortc.rtcrtpsender.RTP_HISTORY_SIZE = old
+
+
+def test_retransmissions_are_once_per_interval_and_within_a_share_of_the_cap():
+    from session_agent.media.retransmit import MIN_INTERVAL_S, RetransmitBudget
+    b = RetransmitBudget()
+    assert b.allow(1, 0.0, 8000)
+    assert not b.allow(1, 0.05, 8000)                 # asked again within a round trip
+    assert b.allow(1, 0.05 + MIN_INTERVAL_S, 8000)
+    # 8 Mbit/s: 300 kB/s for repairs, 60 kB at once: a NACK storm gets about 50 packets...
+    sent = sum(b.allow(seq, 0.2, 8000) for seq in range(100, 300))
+    assert 40 <= sent <= 55 and b.refused >= 145
+    # ...and then about 250 a second.
+    assert 200 <= sum(b.allow(seq, 0.2 + seq / 1000, 8000) for seq in range(1000, 2000)) <= 300
+
+
+def test_without_estimates_the_cap_returns_to_the_start_after_the_hold():
+    from session_agent.media.bitrate import CEILING_HOLD_S
+    c = BitrateController(8000, 1000, 20000)
+    c.report_drained("ws", 4000)
+    assert c.update(1.0) == 3600
+    assert c.update(20.0) is None                     # held
+    assert c.update(2.0 + CEILING_HOLD_S) == 8000     # then the starting cap again
