@@ -155,9 +155,12 @@ def sample_agent(lab: NetLab, gw: LabGateway, session: str, stop: threading.Even
         _, text, _ = lab.server.http("GET", f"http://127.0.0.1:{port}/metrics", headers=headers)
         values = {}
         for line in str(text).splitlines():
-            for name in ("agent_bitrate_cap_kbps", "agent_video_bytes_total", "agent_frames_dropped_total"):
+            for name in ("agent_bitrate_cap_kbps", "agent_video_bytes_total", "agent_frames_dropped_total",
+                         "agent_retransmits_refused_total"):
                 if line.startswith(name) and not line.startswith(name + "_"):
                     values[name] = values.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+            if line.startswith("agent_peer_loss_ratio{"):  # the receivers' latest reports
+                values["loss"] = max(values.get("loss", 0.0), float(line.rsplit(" ", 1)[1]))
         out.append({"t": time.monotonic(), **values})
 
 
@@ -267,6 +270,9 @@ def media_condition(lab: NetLab, gw: LabGateway, session: str, name: str, viewer
         "encoded_kbps_median": round(statistics.median(8 * b / 1000 / dt for dt, b in sent), 1) if sent else None,
         "encoded_kbps_per_5s": [round(sum(8 * b / 1000 for _, b in sent[i:i + 5]) / max(1e-6, sum(dt for dt, _ in sent[i:i + 5])))
                                 for i in range(0, len(sent), 5)],
+        "receiver_report_loss_max": max((x.get("loss", 0.0) for x in samples), default=None),
+        "retransmits_refused": (samples[-1].get("agent_retransmits_refused_total", 0)
+                                - samples[0].get("agent_retransmits_refused_total", 0)) if samples else None,
         "agent_frames_dropped": (samples[-1].get("agent_frames_dropped_total", 0) - samples[0].get("agent_frames_dropped_total", 0)
                                  if samples else None),  # frames a lagging viewer skipped (either transport)
         "markers": len(markers), "markers_seen": sum(math.isfinite(v) for v in latencies),

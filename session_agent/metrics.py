@@ -42,5 +42,7 @@ class AgentMetrics:
         self.peers = Gauge("agent_peers", "Connected viewers, WebRTC and WebSocket", registry=r)
         self.rtt = Gauge("agent_peer_rtt_seconds", "Round-trip time reported by each peer's RTCP",
                          ["peer"], registry=r)
+        self.loss = Gauge("agent_peer_loss_ratio", "Fraction of packets lost in each peer's latest receiver report",
+                          ["peer"], registry=r)
         self.whep_requests = Counter("agent_whep_requests_total", "WHEP requests by result",
                                      ["status"], registry=r)

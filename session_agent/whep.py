@@ -142,6 +142,7 @@ class PeerManager:
                 for report in packet.reports:
                     if report.ssrc == sender._ssrc:
                         pipeline.report_loss(peer_id, report.fraction_lost, report.highest_sequence)
+                        self.metrics.loss.labels(peer_id).set(report.fraction_lost / 256)
             elif isinstance(packet, RtcpPsfbPacket):
                 if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
                     pipeline.request_keyframe()
@@ -207,10 +208,11 @@ class PeerManager:
             return False
         self.metrics.peers.set(len(self.peers) + self.others())
         self.pipeline.forget_peer(peer_id)
-        try:
-            self.metrics.rtt.remove(peer_id)
-        except KeyError:
-            pass
+        for gauge in (self.metrics.rtt, self.metrics.loss):
+            try:
+                gauge.remove(peer_id)
+            except KeyError:
+                pass
         for handler in peer.channels:
             handler.close()  # release whatever this viewer still held down
         peer.track.stop()

@@ -47,6 +47,8 @@ CEILING_HOLD_S = 30.0
 class _Receiver:
     estimate: int | None = None   # kbit/s, its latest REMB
     highest: int | None = None    # extended highest sequence number of its previous report
+    expected: int = 0             # packets the reports since the last judgement covered...
+    lost: float = 0.0             # ...and how many of them were lost
 
 
 class BitrateController:
@@ -84,9 +86,17 @@ class BitrateController:
         extended highest sequence number (how many packets that interval covered)."""
         receiver = self._receiver(peer)
         previous, receiver.highest = receiver.highest, highest_sequence
-        if previous is None or highest_sequence - previous < MIN_PACKETS:
+        if previous is None or highest_sequence <= previous:
             return
-        loss = fraction_lost / 256
+        # Chromium sends a report with every NACK and PLI, tens a second: they are added up
+        # until they cover enough packets to judge.
+        covered = highest_sequence - previous
+        receiver.expected += covered
+        receiver.lost += covered * fraction_lost / 256
+        if receiver.expected < MIN_PACKETS:
+            return
+        loss = receiver.lost / receiver.expected
+        receiver.expected, receiver.lost = 0, 0.0
         if loss >= LOSS_HIGH:
             self._too_much = min(self._too_much or self.current_kbps, self.current_kbps)
             self._want(int(self.current_kbps * min(1 - DROP_MIN, 1 - loss / 2)))

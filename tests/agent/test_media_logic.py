@@ -232,3 +232,11 @@ def test_without_estimates_the_cap_returns_to_the_start_after_the_hold():
     assert c.update(1.0) == 3600
     assert c.update(20.0) is None                     # held
     assert c.update(2.0 + CEILING_HOLD_S) == 8000     # then the starting cap again
+
+
+def test_frequent_small_receiver_reports_are_added_up():
+    c = BitrateController(8000, 1000, 20000)
+    c.report_loss("a", 0, 0)
+    for n in range(1, 12):
+        c.report_loss("a", 128, n * 10)               # a report with every NACK: ten packets each, half lost
+    assert c.update(1.0) == 6000
