@@ -38,6 +38,8 @@ FALL = 0.85
 # an interval must cover for its fraction to count (one lost of ten is noise, not congestion).
 LOSS_HIGH = 0.05
 MIN_PACKETS = 50
+# Loss reported this soon after a change is the old rate's (time for the queue to drain).
+SETTLE_S = 1.0
 # Under a rate that proved too much, the cap stays this fraction of it for this long.
 HEADROOM = 0.9
 CEILING_HOLD_S = 30.0
@@ -81,12 +83,17 @@ class BitrateController:
         if previous is not None and kbps < previous * FALL:
             self._want(kbps)
 
-    def report_loss(self, peer: str, fraction_lost: int, highest_sequence: int) -> None:
+    def report_loss(self, peer: str, fraction_lost: int, highest_sequence: int, now: float) -> None:
         """A receiver report: `fraction_lost` in 1/256 since its previous report, and its
         extended highest sequence number (how many packets that interval covered)."""
         receiver = self._receiver(peer)
         previous, receiver.highest = receiver.highest, highest_sequence
         if previous is None or highest_sequence <= previous:
+            return
+        if now - self._changed_at < SETTLE_S:
+            # What the receiver lost just after a change was sent before it, into the queue
+            # that is still draining: judged again, it would take the cap down twice.
+            receiver.expected, receiver.lost = 0, 0.0
             return
         # Chromium sends a report with every NACK and PLI, tens a second: they are added up
         # until they cover enough packets to judge.

@@ -140,7 +140,7 @@ class MediaPipeline:
         self.bitrate.report(peer, bps)
 
     def report_loss(self, peer: str, fraction_lost: int, highest_sequence: int) -> None:
-        self.bitrate.report_loss(peer, fraction_lost, highest_sequence)
+        self.bitrate.report_loss(peer, fraction_lost, highest_sequence, time.monotonic())
 
     def report_drained(self, peer: str, kbps: int) -> None:
         self.bitrate.report_drained(peer, kbps)

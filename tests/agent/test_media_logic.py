@@ -168,26 +168,27 @@ def test_loss_from_receiver_reports_lowers_the_cap_and_holds_it_under_that_rate(
     from session_agent.media.bitrate import CEILING_HOLD_S
     c = BitrateController(8000, 1000, 20000)
     c.report("a", 300_000)                            # its delay-based estimate never ramped up
-    c.report_loss("a", 0, 1000)
-    c.report_loss("a", 95, 1800)                      # 37 % of 800 packets: the queue overflows
+    c.report_loss("a", 0, 1000, 0.0)
+    c.report_loss("a", 95, 1800, 0.5)                 # 37 % of 800 packets: the queue overflows
     assert c.update(1.0) == 6515                      # half the loss fraction, as GCC does
-    c.report_loss("a", 40, 2500)                      # still 16 %
-    assert c.update(1.5) is None                      # not within a second of the last change...
-    assert c.update(2.0) == 5537                      # ...then at least 15 % lower
-    c.report_loss("a", 0, 3200)
+    c.report_loss("a", 90, 2200, 1.5)                 # the old rate's loss, still draining: ignored
+    assert c.update(1.6) is None
+    c.report_loss("a", 40, 2900, 2.1)                 # still 16 % at the new rate
+    assert c.update(2.2) == 5537                      # at least 15 % lower
+    c.report_loss("a", 0, 3600, 3.5)
     c.report("a", 20_000_000)                         # a clear link and a high estimate again
     assert c.update(10.0) is None                     # held under 90 % of where loss was seen
-    assert c.update(2.0 + CEILING_HOLD_S + 1) == 20000
+    assert c.update(2.2 + CEILING_HOLD_S + 1) == 20000
 
 
 def test_random_loss_and_loss_over_few_packets_change_nothing():
     c = BitrateController(8000, 1000, 20000)
-    c.report_loss("a", 0, 0)
+    c.report_loss("a", 0, 0, 0.0)
     for n in range(1, 20):
-        c.report_loss("a", 3, n * 1000)               # 1 % random loss, every report
+        c.report_loss("a", 3, n * 1000, float(n))     # 1 % random loss, every report
         assert c.update(float(n)) is None
-    c.report_loss("b", 0, 0)
-    c.report_loss("b", 128, 10)                       # half of ten packets: a still screen's noise
+    c.report_loss("b", 0, 0, 20.0)
+    c.report_loss("b", 128, 10, 21.0)                 # half of ten packets: a still screen's noise
     assert c.update(30.0) is None
 
 
@@ -236,7 +237,7 @@ def test_without_estimates_the_cap_returns_to_the_start_after_the_hold():
 
 def test_frequent_small_receiver_reports_are_added_up():
     c = BitrateController(8000, 1000, 20000)
-    c.report_loss("a", 0, 0)
+    c.report_loss("a", 0, 0, 0.0)
     for n in range(1, 12):
-        c.report_loss("a", 128, n * 10)               # a report with every NACK: ten packets each, half lost
+        c.report_loss("a", 128, n * 10, n / 20)       # a report with every NACK: ten packets each, half lost
     assert c.update(1.0) == 6000
