@@ -145,7 +145,9 @@ async function connectWebrtc() {
   stats.attach(pc);
   channel.addEventListener('open', () => { lastResize = ''; sendResize(); });
   channel.addEventListener('message', onMessage);
-  channel.addEventListener('close', () => { if (current === whep && !ended) retry('the connection closed'); });
+  channel.addEventListener('close', () => {
+    if (current === whep && !ended && !fallBack('the WebRTC connection closed')) retry('the connection closed');
+  });
   pc.addEventListener('connectionstatechange', () => {
     if (current !== whep) return;
     if (pc.connectionState === 'connected') {

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-RTX_SHARE = 0.3
+RTX_SHARE = 0.15
 BURST_S = 0.2
 MIN_INTERVAL_S = 0.1
 PACKET_BYTES = 1200
