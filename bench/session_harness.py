@@ -194,8 +194,9 @@ class Gateway:
             except OSError:
                 continue
             if environ.get("SESSION_ID") == session_id:
-                return Agent(pid, int(args[args.index("--port") + 1]), args[args.index("--display") + 1],
-                             environ["AGENT_TOKEN"])
+                # The local spawner hands the agent its token in a file, never the environment.
+                token = Path(args[args.index("--token-file") + 1]).read_text().strip()
+                return Agent(pid, int(args[args.index("--port") + 1]), args[args.index("--display") + 1], token)
         raise RuntimeError(f"no agent process for session {session_id}")
 
     def viewer_url(self, session_id: str, query: str = "") -> str:
