@@ -119,6 +119,9 @@
       state.element = document.querySelector(selector);
       if (!state.element) throw new Error(`no element ${selector}`);
       state.rvfc = Boolean(state.element.requestVideoFrameCallback);
+      // A canvas (the WebSocket transport) is read directly: new VideoFrame(canvas) wants a
+      // timestamp, and the copy is one pixel of a picture already in RGB.
+      if (state.element instanceof HTMLCanvasElement) sample = drawImageSample;
       if (state.rvfc) state.element.requestVideoFrameCallback(onFrame);
     },
     // Watch (x, y) of the picture for `rgb` from now on; the benchmark paints right after.
