@@ -145,9 +145,9 @@ async function connectWebrtc() {
   stats.attach(pc);
   channel.addEventListener('open', () => { lastResize = ''; sendResize(); });
   channel.addEventListener('message', onMessage);
-  channel.addEventListener('close', () => {
-    if (current === whep && !ended && !fallBack('the WebRTC connection closed')) retry('the connection closed');
-  });
+  // A channel that closes while ICE holds (the peer ended on the agent) is no network problem:
+  // reconnect the same way; a failing connection falls back below.
+  channel.addEventListener('close', () => { if (current === whep && !ended) retry('the connection closed'); });
   pc.addEventListener('connectionstatechange', () => {
     if (current !== whep) return;
     if (pc.connectionState === 'connected') {
