@@ -96,6 +96,8 @@ SUITE = (
     )),
     # Issue 13: files through the gateway next to a direct copy, and the stream during an upload.
     Bench("files", "files", quick_args=("--quick",)),
+    # Issue 13: exact pixels on a still screen (the lossless overlay).
+    Bench("refine", "refine", quick_args=("--quick",)),
     # Kiosk installations (deploy/optional/kiosk): a warm pod serves within the warm pool's
     # promise of a second; the cold start is shown beside it (a simulated kubelet: no image
     # pull, no scheduling delay, so it is a floor for a real cluster, with no target).

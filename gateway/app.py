@@ -13,7 +13,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway import api, files, streaming, wsrelay
+from gateway import api, clipboard, files, streaming, wsrelay
 from gateway.auth import COOKIE, Authenticator
 from gateway.config import Config
 from gateway.proxies import networks, trusted_peer
@@ -229,6 +229,7 @@ def create_app(config: Config, spawner: Spawner | None = None) -> web.Applicatio
     app.router.add_routes(streaming.routes)
     wsrelay.setup(app)
     files.setup(app)
+    clipboard.setup(app)
     app.cleanup_ctx.append(_lifetime)
     return app
 

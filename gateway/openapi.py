@@ -133,6 +133,41 @@ def _files(home: bool) -> dict[str, Any]:
     return item
 
 
+def _clipboard() -> dict[str, Any]:
+    """`/streaming/{id}/clipboard` (SPEC "Clipboard beyond text")."""
+    no_store = {"Cache-Control": {"$ref": "#/components/headers/NoStore"}}
+    return {
+        "parameters": [_ID],
+        "get": {"summary": "what the session's X clipboard holds: a PNG image or UTF-8 text",
+                "responses": {
+                    "200": {"description": "the clipboard", "headers": no_store, "content": {
+                        "image/png": {"schema": {"type": "string", "format": "binary"}},
+                        "text/plain": {"schema": {"type": "string"}}}},
+                    "204": {"description": "the clipboard holds nothing that can be handed over",
+                            "headers": no_store},
+                    **_ROUTE_ERRORS,
+                    "503": _error("the session is still starting, or the application holding "
+                                  "the clipboard has not handed it over yet",
+                                  **{"Retry-After": "RetryAfter"})}},
+        "put": {"summary": "set the session's X clipboard (text: CLIPBOARD and PRIMARY; an "
+                           "image: CLIPBOARD, offered to applications as image/png)",
+                "requestBody": {"required": True, "content": {
+                    "image/png": {"schema": {"type": "string", "format": "binary"}},
+                    "text/plain": {"schema": {"type": "string"}}}},
+                "responses": {
+                    "200": _json({"type": "object", "required": ["mime", "size"], "properties": {
+                        "mime": {"enum": ["image/png", "text/plain"]},
+                        "size": {"type": "integer", "minimum": 0}}}, "set"),
+                    "400": _error("not a PNG image, or text that is not UTF-8"),
+                    "413": _error("over 32 MiB (an image) or 1 MiB (text); a declared "
+                                  "Content-Length over it is refused before the body is read"),
+                    "415": _error("Content-Type is neither image/png nor text/plain (UTF-8)"),
+                    **_ROUTE_ERRORS,
+                    "503": _error("the session is still starting, or its display refused the "
+                                  "clipboard", **{"Retry-After": "RetryAfter"})}},
+    }
+
+
 def _page(summary: str, extra: dict[str, Any]) -> dict[str, Any]:
     return {"summary": summary, "parameters": [_PAGE_TOKEN], "responses": {
         "200": _html("the page"),
@@ -154,7 +189,8 @@ def spec(config: Config) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "GIMP streaming platform gateway", "version": "1",
                  "description": "Sessions, their progress events, WHEP signalling to each "
-                                "session's agent, and the files in each session's home. Errors "
+                                "session's agent, each session's clipboard and the files in its "
+                                "home. Errors "
                                 "are JSON `{\"error\": …}`."},
         "security": _security(config),
         "paths": {
@@ -244,6 +280,7 @@ def spec(config: Config) -> dict[str, Any]:
             "/streaming/{id}/": {
                 "parameters": [_ID],
                 "get": _page("the viewer page", {"404": _html("no such session")})},
+            "/streaming/{id}/clipboard": _clipboard(),
             "/streaming/{id}/whep": {
                 "parameters": [_ID],
                 "options": {"summary": "the ICE servers (TURN credentials) before the offer",
@@ -291,6 +328,15 @@ def spec(config: Config) -> dict[str, Any]:
                     "responses": {"405": _error("send every candidate in the offer",
                                                 Allow="Allow"),
                                   "413": _error("body too large"), **_ROUTE_ERRORS}}},
+            "/streaming/{id}/refine/{n}": {
+                "parameters": [_ID, {"name": "n", "in": "path", "required": True,
+                                     "schema": {"type": "string", "pattern": "^[0-9]{1,11}$"}}],
+                "get": {"summary": "the lossless overlay of a still screen named by a `refine` "
+                                   "message (docs/PROTOCOL.md)",
+                        "responses": {"200": {"description": "PNG, transparent where unchanged",
+                                              "content": {"image/png": {"schema": {
+                                                  "type": "string", "format": "binary"}}}},
+                                      **_ROUTE_ERRORS}}},
         },
         "components": {
             "securitySchemes": {
@@ -317,6 +363,7 @@ def spec(config: Config) -> dict[str, Any]:
                 "ContentRange": {"schema": {"type": "string",
                                             "pattern": "^bytes ([0-9]+-[0-9]+|\\*)/[0-9]+$"}},
                 "ContentDisposition": {"schema": {"type": "string", "pattern": "^attachment"}},
+                "NoStore": {"schema": {"const": "no-store"}},
             },
             "schemas": {
                 "Error": {"type": "object", "required": ["error"],

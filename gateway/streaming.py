@@ -141,3 +141,17 @@ async def whep_peer(request: web.Request) -> web.Response:
         return route
     body = await request.read() if request.method == "PATCH" else None
     return await _forward(request, route, request.method, f"/whep/{peer}", body)
+
+
+@routes.get("/streaming/{id}/refine/{n}")
+async def refine(request: web.Request) -> web.Response:
+    """The lossless overlay of a still screen (`refine` messages; docs/PROTOCOL.md)."""
+    n = request.match_info["n"]
+    if not (n.isascii() and n.isdigit() and len(n) < 12):
+        return json_error(404, "no such refinement")
+    route = _route(request)
+    if isinstance(route, web.Response):
+        return route
+    response = await _forward(request, route, "GET", f"/refine/{n}")
+    response.headers["Cache-Control"] = "no-store"
+    return response

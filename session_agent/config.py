@@ -31,6 +31,7 @@ class AgentConfig:
     min_bitrate_kbps: int = 1000
     max_bitrate_kbps: int = 20000
     refresh_s: float = 2.0
+    refine_s: float = 0.2  # still this long → lossless overlay (session_agent/media/refine.py); 0 = off
     ice_addresses: tuple[str, ...] = ()  # local ones: gather there; others: announce (1:1 NAT)
     stun_server: tuple[str, int] | None = None  # learn the public address from it, in the background
     xauthority: str | None = None
@@ -55,14 +56,20 @@ def _display(text: str) -> str:
     return text
 
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}: must be 0..65535")
-    return port
+def _ranged(kind: type, low: float, high: float, what: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {what} {text!r}") from None
+        if not low <= value <= high:  # NaN fails too
+            raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: must be {low}..{high}")
+        return value
+    return parse
+
+
+_port = _ranged(int, 0, 65535, "port")
+_seconds = _ranged(float, 0, 60, "seconds")
 
 
 def _positive(kind: type = int):
@@ -163,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="highest bitrate cap, kbit/s (AGENT_MAX_BITRATE)")
     p.add_argument("--refresh", type=_positive(float), default=env("AGENT_REFRESH", "2"),
                    help="seconds between refresh frames of a static screen (AGENT_REFRESH)")
+    p.add_argument("--refine", type=_seconds, default=env("AGENT_REFINE", "0.2"),
+                   help="seconds the screen must be still before viewers get its exact pixels as a "
+                        "lossless overlay; 0 turns it off (AGENT_REFINE)")
     # ICE: where the agent can be reached (docs/GATEWAY.md "Networks").
     p.add_argument("--ice-addresses", type=_addresses, default=env("AGENT_ICE_ADDRESSES", ""),
                    help="comma-separated IP addresses: local ones are the only ones ICE host candidates are "
@@ -204,7 +214,7 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
         max_width=a.max_size[0], max_height=a.max_size[1], launch=a.launch or None,
         window_manager=a.window_manager or bool(a.launch), set_size=a.size is not None, token=a.token,
         encoder=a.encoder, max_peers=a.max_peers, max_fps=a.max_fps, bitrate_kbps=a.bitrate,
-        min_bitrate_kbps=a.min_bitrate, max_bitrate_kbps=a.max_bitrate, refresh_s=a.refresh,
+        min_bitrate_kbps=a.min_bitrate, max_bitrate_kbps=a.max_bitrate, refresh_s=a.refresh, refine_s=a.refine,
         ice_addresses=a.ice_addresses, stun_server=a.stun_server, xauthority=a.xauthority or None,
         home=a.home or os.environ.get("HOME") or None, max_upload=a.max_upload,
     )

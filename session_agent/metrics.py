@@ -38,6 +38,13 @@ class AgentMetrics:
             buckets=STAGE_BUCKETS, registry=r)
         # One child per stage, resolved here: the hot path does no label lookup.
         self.stage = {stage: frame_stage.labels(stage) for stage in FRAME_STAGES}
+        self.refinements = Counter("agent_refinements_total",
+                                   "Lossless overlays of a still screen sent to the viewers", registry=r)
+        self.refinement_bytes = Counter("agent_refinement_bytes_total", "PNG bytes of those overlays",
+                                        registry=r)
+        self.refine_seconds = Histogram(
+            "agent_refine_seconds", "Grab, tile comparison and PNG encoding of one overlay",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0), registry=r)
         self.bitrate_cap = Gauge("agent_bitrate_cap_kbps", "Current encoder bitrate cap", registry=r)
         self.peers = Gauge("agent_peers", "Connected viewers, WebRTC and WebSocket", registry=r)
         self.rtt = Gauge("agent_peer_rtt_seconds", "Round-trip time reported by each peer's RTCP",

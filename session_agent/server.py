@@ -1,4 +1,5 @@
-"""The agent's HTTP side: WHEP signaling, /health, /metrics (aiohttp application factory)."""
+"""The agent's HTTP side: WHEP signaling, /health, /metrics, /files, /clipboard (aiohttp
+application factory)."""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .config import AgentConfig
 from .files import routes as files
+from .input import clipboard_routes
 from .input.session import InputSession
 from .media.bitrate import BitrateController
 from .media.encoder import EncoderKind
@@ -211,6 +213,21 @@ async def notice_post(request: web.Request) -> web.Response:
     return web.json_response({"status": "sent", "viewers": request.app[PEERS].count()})
 
 
+async def refine_get(request: web.Request) -> web.Response:
+    """`GET /refine/{id}`: the PNG of a `refine` message (session_agent/media/refine.py); 404
+    once superseded by a few newer ones: the viewer then waits for the next `full` one."""
+    if not _authorized(request):
+        return _unauthorized()
+    refiner = request.app[PIPELINE].refiner
+    text = request.match_info["id"]
+    refinement = refiner.get(int(text)) if refiner is not None and text.isascii() and text.isdigit() and len(text) < 12 else None
+    if refinement is None:
+        return _error(404, "no such refinement (superseded, or refinement is off)")
+    return web.Response(body=refinement.png, content_type="image/png",
+                        headers={"Cache-Control": "no-store", "X-Refine-X": str(refinement.x),
+                                 "X-Refine-Y": str(refinement.y)})
+
+
 async def metrics_handler(request: web.Request) -> web.Response:
     if not _authorized(request):
         return _unauthorized()
@@ -240,12 +257,14 @@ def create_app(config: AgentConfig, encoder: EncoderKind, *, channel_factory=Non
         on_display_lost(reason)
 
     pipeline = MediaPipeline(config.display, encoder, max_fps=config.max_fps, refresh_s=config.refresh_s,
-                             bitrate=bitrate, metrics=metrics, on_display_lost=display_lost)
+                             bitrate=bitrate, metrics=metrics, on_display_lost=display_lost,
+                             refine_s=config.refine_s)
     app[PIPELINE] = pipeline
     app[PROBLEM] = lambda: pipeline.error or problem()
     # X input, clipboard, cursor and resize, shared by every peer's `input` data channel
     input_session = InputSession(config.display, max_size=(config.max_width, config.max_height))
     app[INPUT] = input_session
+    pipeline.broadcast = input_session.broadcast
     app[PEERS] = PeerManager(pipeline, metrics, max_peers=config.max_peers,
                              prefer="vp8" if config.encoder == "vp8" else "h264",
                              channel_factory=channel_factory or input_session.channel)
@@ -266,6 +285,7 @@ def create_app(config: AgentConfig, encoder: EncoderKind, *, channel_factory=Non
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_post("/notice", notice_post)
+    app.router.add_get("/refine/{id}", refine_get)
     app.router.add_get("/ws", ws_get)
     app.router.add_post("/whep", whep_post)
     app.router.add_options("/whep", whep_options)
@@ -276,4 +296,7 @@ def create_app(config: AgentConfig, encoder: EncoderKind, *, channel_factory=Non
     files.add_routes(app, config.home, config.max_upload,
                      guard=lambda request: None if _authorized(request) else _unauthorized(),
                      streaming=lambda: app[PEERS].count() > 0)
+    # The clipboard as text or a PNG image (SPEC "Clipboard beyond text"), same token as WHEP.
+    clipboard_routes.add_routes(app, input_session,
+                                guard=lambda request: None if _authorized(request) else _unauthorized())
     return app

@@ -1,10 +1,13 @@
 // The viewer: video over WHEP or the WebSocket transport, input, local cursor, stats,
 // reconnect with backoff, clear endings.
 import { endSession, getSession } from './api.js';
+import { RemoteClipboard } from './clipboard.js';
 import { LocalCursor } from './cursor.js';
 import { FilesPanel } from './files.js';
+import { deviceSize, shownSize, watchPixelRatio } from './hidpi.js';
 import { InputCapture } from './input.js';
 import { Notices } from './notices.js';
+import { RefineOverlay } from './refine.js';
 import { StatsOverlay } from './stats.js';
 import { WhepSession } from './whep.js';
 import { WsSession, webCodecsAvailable } from './wsvideo.js';
@@ -54,10 +57,12 @@ function closeTransports() {
   wsv = null;
 }
 
-const input = new InputCapture(screen, send);
+const clipboard = new RemoteClipboard(sessionId, document.querySelector('.toolbar'));
+const input = new InputCapture(screen, send, { surface: video, images: clipboard });
 const cursor = new LocalCursor(screen);
 const stats = new StatsOverlay($('stats'));
 const notices = new Notices($('notice'));
+const refine = new RefineOverlay($('refine'), `/streaming/${encodeURIComponent(sessionId)}/refine/`);
 input.attach();
 new FilesPanel(sessionId, $('files'), $('files-toggle'), $('drop-hint'));
 
@@ -116,6 +121,7 @@ async function connect() {
     return;
   }
   if (transports.unavailable) return end(transports.unavailable, 'failed');
+  refine.restart();
   if (transports.current === 'ws') connectWs();
   else connectWebrtc();
 }
@@ -172,6 +178,8 @@ function connected(kind) {
   transports.connected(kind);
   video.hidden = kind !== 'webrtc';
   canvas.hidden = kind !== 'ws';
+  input.surface = kind === 'ws' ? canvas : video; // where a pointer maps to the display
+  fitVideo();
   setState('connected', kind === 'ws' ? 'Connected (WebSocket)' : 'Connected');
   screen.focus();
 }
@@ -216,7 +224,11 @@ async function connectWs() {
 }
 
 function setDisplay(width, height) {
-  if (width > 0 && height > 0) input.display = { width, height };
+  if (width > 0 && height > 0) {
+    input.display = { width, height };
+    refine.resize(width, height);
+  }
+  fitVideo();
 }
 
 function onMessage(event) {
@@ -225,12 +237,11 @@ function onMessage(event) {
   switch (message.type) {
     case 'resized': setDisplay(message.width, message.height); break;
     case 'cursor': cursor.update(message); break;
-    case 'clipboard':
-      if (navigator.clipboard && typeof message.text === 'string') navigator.clipboard.writeText(message.text).catch(() => {});
-      break;
+    case 'clipboard': clipboard.fromAgent(message); break;
     case 'pong': if (typeof message.t === 'number') stats.pingRtt = performance.now() - message.t; break;
     case 'error': console.warn('agent:', message.message); break;
     case 'notice': if (typeof message.message === 'string') notices.show(message); break;
+    case 'refine': case 'unrefine': refine.message(message); break;
     case 'unsaved': if (Array.isArray(message.documents)) notices.unsaved = message.documents.map(String); break;
     default: break;
   }
@@ -239,18 +250,30 @@ function onMessage(event) {
 // The picture's own size is the display's size (a `resized` message may say so sooner).
 video.addEventListener('resize', () => setDisplay(video.videoWidth, video.videoHeight));
 
+// HiDPI: the display is asked for in device pixels and shown 1:1 in device pixels.
 function sendResize() {
   if (!remoteResize.checked) return;
-  const rect = screen.getBoundingClientRect();
-  const width = Math.max(2, Math.floor(rect.width / 2) * 2);
-  const height = Math.max(2, Math.floor(rect.height / 2) * 2);
-  if (`${width}x${height}` === lastResize) return;
-  lastResize = `${width}x${height}`;
-  send({ type: 'resize', width, height });
+  const { width, height, scale } = deviceSize(screen.getBoundingClientRect(), window.devicePixelRatio || 1);
+  if (`${width}x${height}@${scale}` === lastResize) return;
+  lastResize = `${width}x${height}@${scale}`;
+  send({ type: 'resize', width, height, scale });
 }
+
+function fitVideo() {
+  const { width, height } = input.display;
+  if (!width || !height) return;
+  const shown = shownSize(screen.getBoundingClientRect(), input.display, window.devicePixelRatio || 1);
+  for (const picture of [video, canvas, refine.canvas]) {
+    picture.style.width = `${shown.width}px`;
+    picture.style.height = `${shown.height}px`;
+  }
+}
+
+watchPixelRatio(() => { fitVideo(); lastResize = ''; sendResize(); });
 
 let resizeTimer = null;
 new ResizeObserver(() => {
+  fitVideo();
   clearTimeout(resizeTimer);
   resizeTimer = setTimeout(sendResize, RESIZE_DEBOUNCE_MS);
 }).observe(screen);
@@ -300,6 +323,7 @@ window.viewer = {
   get painted() { return wsv ? wsv.stats.painted : video.getVideoPlaybackQuality().totalVideoFrames; },
   get latency() { return wsv ? wsv.latency() : null; },
   get unsaved() { return notices.unsaved; },
+  get refined() { return refine.canvas.style.visibility === 'visible' ? refine.applied : 0; },
   get notice() { return notices.banner.hidden ? null : notices.banner.textContent; },
 };
 

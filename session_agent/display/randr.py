@@ -7,6 +7,7 @@ what works: create a mode WxH (zero timings are fine on Xvfb), add it to the out
 RRSetScreenSize and RRSetCrtcConfig in the order that keeps the CRTC inside the screen. Modes
 created for earlier sizes are removed, so repeated resizes do not pile up modes.
 RRScreenChangeNotify then reaches every client that selected it (capture, window manager).
+The screen's size in millimetres says its DPI (96 unless the viewer says otherwise: `dpi`).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from Xlib import X
 from Xlib.display import Display
 
 MIN_SIZE = (64, 64)  # smaller is no use to anybody and trips up encoders
-_DPI = 96
+DEFAULT_DPI = 96
 
 
 def clamp_size(width: int, height: int, maximum: tuple[int, int]) -> tuple[int, int]:
@@ -38,16 +39,17 @@ def max_screen_size(display: Display) -> tuple[int, int]:
 
 
 def set_screen_size(display: Display | str, width: int, height: int,
-                    limit: tuple[int, int] | None = None) -> tuple[int, int]:
+                    limit: tuple[int, int] | None = None, dpi: int | None = None) -> tuple[int, int]:
     """Resize the screen to (width, height), clamped by clamp_size to the framebuffer and to
-    `limit` (the agent's --max-size) when given; returns the size set."""
+    `limit` (the agent's --max-size) when given; returns the size set. The millimetres are at
+    `dpi`; without it a new size gets DEFAULT_DPI and the same size keeps what it has."""
     if isinstance(display, str):
         d = Display(display)
         # The mode we create belongs to this connection: without RetainPermanent the server
         # frees it when we disconnect, and the screen falls back to its old size.
         d.set_close_down_mode(X.RetainPermanent)
         try:
-            return set_screen_size(d, width, height, limit)
+            return set_screen_size(d, width, height, limit, dpi)
         finally:
             d.close()
     # The server treats a client that never asked for the RandR version as RandR 1.0 and
@@ -61,6 +63,9 @@ def set_screen_size(display: Display | str, width: int, height: int,
     output, crtc = res.outputs[0], res.crtcs[0]
     info = display.xrandr_get_crtc_info(crtc, res.config_timestamp)
     if (info.width, info.height) == (w, h) and screen_size(display) == (w, h):
+        if dpi is not None and _current_mm(display) != _mm(w, h, dpi):  # the same size at another DPI
+            root.xrandr_set_screen_size(w, h, *_mm(w, h, dpi))
+            display.sync()
         return w, h
     name = f"{w}x{h}"
     mode = next((m.id for m in res.modes if (m.width, m.height) == (w, h)), None)
@@ -69,9 +74,9 @@ def set_screen_size(display: Display | str, width: int, height: int,
     display.xrandr_add_output_mode(output, mode)
     # the CRTC must fit the screen at every step: grow the screen first, shrink it last
     grown = max(w, info.width), max(h, info.height)
-    root.xrandr_set_screen_size(*grown, *_mm(*grown))
+    root.xrandr_set_screen_size(*grown, *_mm(*grown, dpi))
     display.xrandr_set_crtc_config(crtc, res.config_timestamp, 0, 0, mode, info.rotation, [output])
-    root.xrandr_set_screen_size(w, h, *_mm(w, h))
+    root.xrandr_set_screen_size(w, h, *_mm(w, h, dpi))
     _drop_old_modes(display, output, keep={mode, *_original_modes(res)})
     display.sync()
     return w, h
@@ -82,8 +87,16 @@ def _mode_info(w: int, h: int, name: str) -> dict[str, int]:
                 h_skew=0, v_sync_start=h, v_sync_end=h, v_total=h, name_length=len(name), flags=0)
 
 
-def _mm(w: int, h: int) -> tuple[int, int]:
-    return round(w * 25.4 / _DPI), round(h * 25.4 / _DPI)
+def _mm(w: int, h: int, dpi: int | None) -> tuple[int, int]:
+    dpi = dpi or DEFAULT_DPI
+    return round(w * 25.4 / dpi), round(h * 25.4 / dpi)
+
+
+def _current_mm(display: Display) -> tuple[int, int]:
+    """The screen's millimetres now (the connection's setup data has those at connect time)."""
+    info = display.screen().root.xrandr_get_screen_info()
+    size = info.sizes[info.size_id] if info.size_id < len(info.sizes) else None
+    return (size.width_in_millimeters, size.height_in_millimeters) if size else (0, 0)
 
 
 def _original_modes(res: object) -> set[int]:

@@ -121,7 +121,7 @@ class InputChannel:
         elif isinstance(msg, m.Clipboard):
             self._clipboard(msg)
         elif isinstance(msg, m.Resize):
-            self._session.request_resize(msg.width, msg.height)
+            self._session.request_resize(msg.width, msg.height, msg.scale)
 
     def _key(self, msg: m.Key) -> None:
         injector = self._session.injector

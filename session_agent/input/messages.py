@@ -17,6 +17,7 @@ MAX_COORD = 65535  # X coordinates are 16-bit
 MAX_DELTA = 10000  # one relative move or wheel event; more is a bug or abuse, not a gesture
 MAX_KEY_FIELD = 32  # longest KeyboardEvent.key/code value is ~20 characters
 BUTTONS = (1, 2, 3, 8, 9)  # left, middle, right, back, forward; 4-7 are the wheel
+SCALES = (1, 4)  # devicePixelRatio of a `resize` (SPEC "HiDPI")
 
 
 class ProtocolError(ValueError):
@@ -64,6 +65,7 @@ class Clipboard:
 class Resize:
     width: int
     height: int
+    scale: float | None = None  # the browser's devicePixelRatio: width and height are device pixels
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,8 @@ def _clipboard(msg: dict[str, Any]) -> Clipboard:
 
 
 def _resize(msg: dict[str, Any]) -> Resize:
-    return Resize(_int(msg, "width", 1, MAX_COORD), _int(msg, "height", 1, MAX_COORD))
+    scale = _number(msg, "scale", *SCALES) if "scale" in msg else None
+    return Resize(_int(msg, "width", 1, MAX_COORD), _int(msg, "height", 1, MAX_COORD), scale)
 
 
 def _ping(msg: dict[str, Any]) -> Ping:

@@ -5,6 +5,7 @@ and `await session.stop()` at shutdown. When a peer's `input` data channel opens
 `ch = session.channel(lambda m: dc.send(json.dumps(m)))`, then
 `dc.on("message", ch.on_message)`; call `ch.close()` when the channel closes or the peer goes.
 The session itself sends clipboard, cursor and `resized` broadcasts to every open channel.
+`await session.clipboard()` and `session.set_clipboard_content()` serve `/clipboard`.
 """
 from __future__ import annotations
 
@@ -19,18 +20,24 @@ from Xlib.ext import randr
 from Xlib.protocol import event as xevent
 
 from session_agent.display.cursor import CursorWatcher
+from session_agent.display.dpi import BASE_DPI, DpiSetter
 from session_agent.display.randr import screen_size, set_screen_size
 from session_agent.display.titles import TitleWatcher
 from session_agent.display.windows import MaximizeKeeper, refit_fullscreen_windows
 from session_agent.display.xevents import is_extension_event
 from session_agent.input.channel import InputChannel, Send
-from session_agent.input.clipboard import Clipboard
+from session_agent.input.clipboard import PNG, Clipboard, Content
 from session_agent.input.xtest import Injector
 
 log = logging.getLogger(__name__)
 
 CLIPBOARD_PIECE = 4096  # characters per message: <= 48 KiB of JSON even when all are escaped
 RESIZE_INTERVAL = 0.25  # seconds between RandR changes; a window being dragged sends many
+CLIPBOARD_WAIT_S = 5.0  # how long /clipboard waits for an application's copy being read
+
+
+class ClipboardBusy(Exception):
+    """The application holding CLIPBOARD has not handed its content over (yet)."""
 
 
 class InputSession:
@@ -41,7 +48,7 @@ class InputSession:
         self._rate, self._burst = rate, burst
         self._channels: set[InputChannel] = set()
         self._drain_scheduled = False
-        self._resize_pending: tuple[int, int] | None = None
+        self._resize_pending: tuple[int, int, float | None] | None = None
         self._resize_handle: asyncio.TimerHandle | None = None
         self._last_resize = -RESIZE_INTERVAL
         # The last sign of a person: input from any viewer, a viewer coming or going. The
@@ -58,7 +65,10 @@ class InputSession:
         self._auto_repeat = d.get_keyboard_control().global_auto_repeat
         d.change_keyboard_control(auto_repeat_mode=X.AutoRepeatModeOff)
         self.injector = Injector(d)
-        self._clipboard = Clipboard(d, self._on_copy)
+        self._clipboard_read = asyncio.Event()  # set while no application's copy is being read
+        self._clipboard_read.set()
+        self._clipboard = Clipboard(d, self._on_copy, self._on_clipboard_busy)
+        self._dpi = DpiSetter(d)
         self._cursor = CursorWatcher(d)
         self._windows = MaximizeKeeper(d)
         self._titles = TitleWatcher(d, self._on_unsaved)
@@ -78,6 +88,7 @@ class InputSession:
         self._loop.remove_reader(self._fd)
         try:
             self._clipboard.close()
+            self._dpi.close()
             self._d.change_keyboard_control(auto_repeat_mode=self._auto_repeat)
             self._d.sync()  # done when stop() returns, not whenever the server gets to it
             self._d.close()
@@ -102,6 +113,10 @@ class InputSession:
             self.note_activity()
         return max(0.0, self._loop.time() - self.last_activity)
 
+    def broadcast(self, message: dict[str, Any]) -> None:
+        """A message from the media side (refine/unrefine) to every viewer."""
+        self._broadcast(message)
+
     def notify(self, notice: dict[str, Any]) -> None:
         """A notice from the gateway (the session ends soon, ...) to every viewer."""
         self._broadcast({"type": "notice", **notice})
@@ -118,9 +133,26 @@ class InputSession:
     def set_clipboard(self, text: str) -> None:
         self._clipboard.set_text(text)
 
-    def request_resize(self, width: int, height: int) -> None:
-        """Resize now, or at the end of the current interval (the latest request wins)."""
-        self._resize_pending = (width, height)
+    def set_clipboard_content(self, content: Content) -> None:
+        """A peer's text or PNG image (PUT /clipboard) becomes what X applications paste."""
+        self.note_activity()
+        self._clipboard.set(content)
+        self.after_input()
+
+    async def clipboard(self) -> Content | None:
+        """What CLIPBOARD holds (None: nothing we can hand over). An application's copy still
+        being read is waited for, up to CLIPBOARD_WAIT_S, then ClipboardBusy."""
+        try:
+            await asyncio.wait_for(self._clipboard_read.wait(), CLIPBOARD_WAIT_S)
+        except TimeoutError:
+            raise ClipboardBusy() from None
+        return self._clipboard.content
+
+    def request_resize(self, width: int, height: int, scale: float | None = None) -> None:
+        """Resize now, or at the end of the current interval (the latest request wins). With
+        `scale` (the viewer's devicePixelRatio) the X DPI becomes 96 × scale; without it the
+        DPI stays as it is."""
+        self._resize_pending = (width, height, scale)
         if self._resize_handle is None:
             wait = self._last_resize + RESIZE_INTERVAL - self._loop.time()
             self._resize_handle = self._loop.call_later(max(0.0, wait), self._apply_resize)
@@ -138,12 +170,15 @@ class InputSession:
         self._last_resize = self._loop.time()
         if self._resize_pending is None:
             return
-        width, height = self._resize_pending
+        width, height, scale = self._resize_pending
         self._resize_pending = None
         old = self.size
+        dpi = round(BASE_DPI * scale) if scale is not None else self._dpi.dpi
         try:
-            new = set_screen_size(self._d, width, height, self._max_size)
+            new = set_screen_size(self._d, width, height, self._max_size, dpi)
             refit_fullscreen_windows(self._d, old, new)
+            if dpi is not None:
+                self._dpi.set(dpi)
         except XError as exc:
             log.warning("resize to %sx%s failed: %s", width, height, exc)
             return
@@ -182,7 +217,14 @@ class InputSession:
             self.size = size
             self._broadcast({"type": "resized", "width": size[0], "height": size[1]})
 
-    def _on_copy(self, text: str) -> None:
+    def _on_clipboard_busy(self, busy: bool) -> None:
+        (self._clipboard_read.clear if busy else self._clipboard_read.set)()
+
+    def _on_copy(self, content: Content) -> None:
+        if content.mime == PNG:  # never as text: clients fetch it (GET /clipboard)
+            self._broadcast({"type": "clipboard", "mime": PNG, "size": len(content.data)})
+            return
+        text = content.data.decode()
         pieces = [text[i:i + CLIPBOARD_PIECE] for i in range(0, len(text), CLIPBOARD_PIECE)] or [""]
         for i, piece in enumerate(pieces):
             msg: dict[str, Any] = {"type": "clipboard", "text": piece}

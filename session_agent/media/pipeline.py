@@ -21,6 +21,7 @@ from .bitrate import BitrateController
 from .capture import DisplayGone, ScreenCapture
 from .damage import ScreenWatcher
 from .encoder import TIME_BASE, VP8, EncoderKind, VideoEncoder
+from .refine import Refiner
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ def _trim_heap() -> None:
 
 class MediaPipeline:
     def __init__(self, display: str, h264: EncoderKind, *, max_fps: int, refresh_s: float,
-                 bitrate: BitrateController, metrics, on_display_lost: Callable[[str], None]) -> None:
+                 bitrate: BitrateController, metrics, on_display_lost: Callable[[str], None],
+                 refine_s: float = 0.0) -> None:
         self.display = display
         self.h264 = h264
         self.min_interval = 1.0 / max_fps
@@ -84,6 +86,11 @@ class MediaPipeline:
         self._watcher = ScreenWatcher(display, self._mark_dirty, self._resized, self._lost)
         self._thread: threading.Thread | None = None
         self.error: str | None = None
+        # Messages for every viewer's input channel (refine/unrefine), called on the loop.
+        self.broadcast: Callable[[dict], None] = lambda message: None
+        self.refiner = Refiner(self._refine_grab, self._refine_publish, after_s=refine_s,
+                               on_made=self._refined) if refine_s > 0 else None
+        self._refine_capture: ScreenCapture | None = None
 
     # -- lifecycle (loop thread) ----------------------------------------------------------
 
@@ -95,6 +102,8 @@ class MediaPipeline:
         self.metrics.bitrate_cap.set(self.bitrate.current_kbps)
         self._thread = threading.Thread(target=self._run, name="encoder", daemon=True)
         self._thread.start()
+        if self.refiner is not None:
+            self.refiner.start()
 
     def stop(self) -> None:
         with self._cond:
@@ -103,6 +112,10 @@ class MediaPipeline:
         self._watcher.stop()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self.refiner is not None:
+            self.refiner.stop()
+            if self._refine_capture is not None:
+                self._refine_capture.close()
 
     @property
     def size(self) -> tuple[int, int]:
@@ -117,6 +130,8 @@ class MediaPipeline:
         self._subscribers.setdefault(codec, set()).add(callback)
         self._set_codecs()
         self.request_keyframe()
+        if self.refiner is not None:
+            self.refiner.reset()  # the new viewer holds no overlay yet
 
     def unsubscribe(self, codec: str, callback: Subscriber) -> None:
         subs = self._subscribers.get(codec)
@@ -130,6 +145,8 @@ class MediaPipeline:
         with self._cond:
             self._codecs = frozenset(self._subscribers)
             self._cond.notify()
+        if self.refiner is not None:
+            self.refiner.set_active(bool(self._codecs))
 
     def request_keyframe(self) -> None:
         with self._cond:
@@ -161,6 +178,8 @@ class MediaPipeline:
                 self._damage_at = time.monotonic()
             self._dirty = True
             self._cond.notify()
+        if self.refiner is not None:
+            self.refiner.changed()
 
     def _resized(self, width: int, height: int) -> None:
         with self._cond:
@@ -169,6 +188,26 @@ class MediaPipeline:
                 self._damage_at = time.monotonic()
             self._dirty = True
             self._cond.notify()
+        if self.refiner is not None:
+            self.refiner.changed()
+            self.refiner.reset()
+
+    # -- the lossless overlay (refiner thread) ---------------------------------------------
+
+    def _refine_grab(self):
+        if self._refine_capture is None:  # XCB: a connection of the refiner thread's own
+            self._refine_capture = ScreenCapture(self.display)
+        width, height = self._size
+        return self._refine_capture.grab(width, height, "bgra").to_ndarray()
+
+    def _refine_publish(self, message: dict) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.broadcast, message)
+
+    def _refined(self, refinement, seconds: float) -> None:
+        self.metrics.refinements.inc()
+        self.metrics.refinement_bytes.inc(len(refinement.png))
+        self.metrics.refine_seconds.observe(seconds)
 
     def _lost(self, reason: str) -> None:
         if self.error is None:

@@ -117,6 +117,16 @@ async def test_real_responses_of_every_operation_match_it(live_gateway: LiveGate
             await call("DELETE", peer)
         finally:
             await pc.close()
+        clipboard = f"/streaming/{sid}/clipboard"  # the session's X clipboard, on its agent
+        await call("GET", clipboard)
+        await call("PUT", clipboard, data="copied ✓".encode(), headers={"Content-Type": "text/plain"})
+        await call("GET", clipboard)
+        await call("PUT", clipboard, data=b"\x89PNG\r\n\x1a\n", headers={"Content-Type": "image/png"})
+        await call("PUT", clipboard, data=b"GIF89a", headers={"Content-Type": "image/png"})
+        await call("PUT", clipboard, data=b"x", headers={"Content-Type": "application/zip"})
+        await call("GET", "/streaming/s0000000000000000/clipboard")
+        await call("GET", f"/streaming/{sid}/refine/1")  # nobody watches: none kept, 404
+        await call("GET", f"/streaming/{sid}/refine/x")
         files = f"/api/sessions/{sid}/files/"  # the session's home, on its agent
         await call("PUT", files + "Uploads/a.txt", data=b"hello")
         await call("PUT", files + "Uploads/a.txt", data=b"hello again")

@@ -19,6 +19,7 @@ class Press:
     detail: int  # keycode or button number
     x: int
     y: int
+    time: int = 0  # the server's timestamp (ms)
 
 
 class XRecorder:
@@ -45,12 +46,23 @@ class XRecorder:
         data = reply.data
         while data:
             event, data = rq.EventField(None).parse_binary_value(data, self._data.display, None, None)
-            kind = "key" if event.type == X.KeyPress else "button"
-            self.presses.put(Press(kind, event.detail, event.root_x, event.root_y))
+            kind = "key" if event.type == X.KeyPress else "button" if event.type == X.ButtonPress else None
+            if kind is None:  # a release (the range KeyPress..ButtonPress has KeyRelease too)
+                continue
+            self.presses.put(Press(kind, event.detail, event.root_x, event.root_y, event.time))
 
     def next_press(self, kind: str, timeout: float = 30.0) -> Press:
+        deadline = time.monotonic() + timeout
         while True:
-            press = self.presses.get(timeout=timeout)
+            try:
+                press = self.presses.get(timeout=0.1)
+            except queue.Empty:
+                if time.monotonic() > deadline:
+                    raise
+                # The server holds recorded events back until it flushes some client's output:
+                # on an otherwise quiet display, a round trip of ours is that flush.
+                self._control.get_input_focus()
+                continue
             if press.kind == kind:
                 return press
 

@@ -27,7 +27,7 @@ def well_typed(draw: st.DrawFn) -> dict:
         "wheel": {"dx": numbers, "dy": numbers},
         "key": {"code": keys | scalars, "key": keys | scalars, "down": st.booleans() | scalars},
         "clipboard": {"text": st.text(max_size=50) | scalars, "more": st.booleans() | scalars},
-        "resize": {"width": numbers, "height": numbers},
+        "resize": {"width": numbers, "height": numbers, "scale": st.floats(0, 5) | scalars},
         "ping": {"t": scalars | json_values},
     }[kind]
     msg = {"type": kind}
