@@ -76,10 +76,10 @@ async def test_chromium_plays_over_the_websocket_and_input_lands(gateway):
             assert await page.evaluate("window.__pcs.length") == 0  # no WebRTC attempt at all
             await page.wait_for_function("window.viewer.painted > 0", timeout=60_000)
             assert await page.evaluate("document.getElementById('video').hidden")
-            # The canvas is letterboxed like the video: a point maps to the same display pixel.
+            # The canvas is sized and letterboxed like the video: a point maps to the same pixel.
             await page.wait_for_function("window.viewer.display.width === 640", timeout=30_000)
             left, top, width, height = await page.evaluate(
-                "(() => { const r = document.getElementById('screen').getBoundingClientRect();"
+                "(() => { const r = document.getElementById('canvas').getBoundingClientRect();"
                 " return [r.left, r.top, r.width, r.height]; })()")
             scale = min(width / 640, height / 360)
             target = (123, 234)
