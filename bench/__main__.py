@@ -63,6 +63,9 @@ SUITE = (
     # Issue 11: latency in Chromium at the viewer page (the judged variant first, then the one
     # without playout-delay, and the aiortc client in the same run), and motion-to-photon.
     Bench("browser_latency", "browser_latency", quick_args=("--quick",)),
+    # Issue 12: the same page over the WebSocket transport (WebCodecs on a canvas).
+    Bench("browser_latency_ws", "browser_latency", ("--transport", "ws", "--variants", "default", "--no-aiortc"),
+          ("--transport", "ws", "--variants", "default", "--no-aiortc", "--quick")),
     Bench("motion_to_photon", "motion_to_photon", quick_args=("--quick",)),
     Bench("agent_media", "agent_media", quick_args=("--quick",)),
     Bench("network", "network", quick_args=("--quick",)),  # needs root (else one `skipped` row)

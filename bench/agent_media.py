@@ -10,6 +10,10 @@ viewer, extra CPU for a second viewer, agent RSS. CPU is % of one core, from /pr
 The measuring client is aiortc with one change (bench/marker_client.py): its jitter buffer
 hands a frame to the decoder when the RTP marker bit arrives, as browsers do (stock aiortc
 waits for the first packet of the next frame, which adds a frame interval to every measurement).
+
+The WebSocket transport (`/ws`) is measured in the same run, on the same display, with the same
+flashes: a WebRTC viewer and a WebSocket viewer (tests/ws_client.py: each access unit decoded
+with PyAV as it arrives) watch together, and each flash is timed at both.
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ import bench.marker_client  # noqa: E402,F401  (frames complete on the marker bi
 from bench.xpaint import PAINTER  # noqa: E402
 from tests.agent_process import free_port, wait_healthy  # noqa: E402
 from tests.whep_client import Viewer  # noqa: E402
+from tests.ws_client import WsViewer  # noqa: E402
 from tests.xserver import fill_root, start_xvfb  # noqa: E402
 
 aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
@@ -118,8 +123,10 @@ async def measure(kind: str, size: str, quick: bool) -> dict[str, float]:
         viewers.append(second)
         await asyncio.sleep(2)
         two_cpu = await cpu_percent(server.pid, static_s)
+        transports = await both_transports(url, xvfb.display, quick) if kind == "agent" else {}
         latencies.sort()
         return {
+            **transports,
             "latency_p50_ms": statistics.median(latencies),
             "latency_p95_ms": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))],
             "motion_fps": fps,
@@ -134,6 +141,37 @@ async def measure(kind: str, size: str, quick: bool) -> dict[str, float]:
         server.terminate()
         server.wait(15)
         xvfb.stop()
+
+
+async def both_transports(url: str, display: str, quick: bool) -> dict[str, float]:
+    """Glass-to-glass of the same flashes at a WebRTC and a WebSocket viewer watching together."""
+    rtc, ws = Viewer(url), WsViewer(url)
+    await rtc.connect()
+    await ws.connect()
+    try:
+        fill_root(display, (0, 0, 0))
+        await asyncio.gather(*(v.wait_for(lambda f: close(small_rgb(f), (0, 0, 0)), timeout=30) for v in (rtc, ws)))
+        got: dict[str, list[float]] = {"webrtc": [], "ws": []}
+        rng = random.Random(11)
+        for i in range(12 if quick else 40):
+            await asyncio.sleep(rng.uniform(0.15, 0.4))
+            rgb = (rng.randrange(40, 256), rng.randrange(0, 256), (i * 61) % 256)
+            t0 = time.perf_counter()
+            fill_root(display, rgb)
+
+            async def seen(name: str, viewer) -> None:
+                await viewer.wait_for(lambda f: close(small_rgb(f), rgb), timeout=10)
+                got[name].append((time.perf_counter() - t0) * 1000)
+            await asyncio.gather(seen("webrtc", rtc), seen("ws", ws))
+    finally:
+        await rtc.close(delete=False)
+        await ws.close()
+    out = {}
+    for name, values in got.items():
+        values.sort()
+        out[f"{name}_together_p50_ms"] = statistics.median(values)
+        out[f"{name}_together_p95_ms"] = values[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
+    return out
 
 
 TARGETS = {  # figure: (unit, target, lower is better)
@@ -155,6 +193,14 @@ def report(ours: dict[str, float], stock: dict[str, float], size: str) -> list[d
         rows.append({"name": f"agent.{name}", "value": round(value, 2), "unit": unit, "target": target,
                      "met": met, "stock_aiortc": round(theirs, 2),
                      "ours_over_stock": round(value / theirs, 3) if theirs else None, "size": size})
+    # The WebSocket transport next to WebRTC, same flashes: p50 within 3 ms of WebRTC's.
+    for q in ("p50", "p95"):
+        ws, rtc = ours[f"ws_together_{q}_ms"], ours[f"webrtc_together_{q}_ms"]
+        target = round(rtc + 3, 2) if q == "p50" else None
+        rows.append({"name": f"agent.ws_latency_{q}_ms", "value": round(ws, 2), "unit": "ms", "target": target,
+                     "met": ws <= target if target is not None else None, "webrtc_same_flashes": round(rtc, 2),
+                     "ws_minus_webrtc_ms": round(ws - rtc, 2), "size": size,
+                     "note": "capture → decoded: WebSocket (PyAV) and WebRTC (aiortc) viewers watching the same flashes"})
     return rows
 
 

@@ -36,9 +36,10 @@ sent) give each stage's median over the flashes (interpolated within buckets), s
 between the agent's work and what the page sees is visible.
 
 The first variant's figures are judged against the targets; the other variants' and the
-aiortc client's are printed next to them. --transport names how the viewer receives video
-(today only `webrtc`; the WebSocket/WebCodecs transport of a later issue is a second entry
-in TRANSPORTS: a viewer URL query and the element the probe reads).
+aiortc client's are printed next to them. --transport names how the viewer receives video:
+`webrtc` (the <video>), or `ws` (the WebSocket transport, WebCodecs painting a <canvas>: the
+probe polls the canvas; frames presented are the viewer's painted count, there being no
+requestVideoFrameCallback, and getStats() has nothing to say).
 
 Prints one JSON object per figure (bench/figures.py), `load_average` in each.
 """
@@ -47,6 +48,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import re
 import statistics
@@ -98,7 +100,9 @@ class Transport:
     element: str    # CSS selector of the element showing the stream
 
 
-TRANSPORTS = {"webrtc": Transport("webrtc", "", "#video")}
+TRANSPORTS = {"webrtc": Transport("webrtc", "", "#video"),
+              # WebSocket + WebCodecs: the viewer paints each frame on a canvas as it decodes.
+              "ws": Transport("ws", "&transport=ws", "#canvas")}
 
 
 def without_extmap(uri: str) -> Callable[[str], str]:
@@ -267,6 +271,8 @@ class Subject:
         stack.callback(self.gateway.stop)
         self.sid = await self.gateway.start_session()
         self.agent = self.gateway.agent(self.sid)
+        if self.agent.xauthority:
+            os.environ["XAUTHORITY"] = self.agent.xauthority  # python-xlib reads it as it connects
         self.flasher = Flasher(self.agent.display)
         stack.callback(self.flasher.close)
         self.flasher.flash((0, 0, 0))
@@ -330,7 +336,8 @@ class Subject:
     async def motion(self, seconds: float) -> None:
         """One stretch of 30 Hz full-screen motion on this subject's display (after 0.7 s to
         get going): frames, CPU and stage times are added up over the stretches."""
-        painter = subprocess.Popen([sys.executable, "-c", PAINTER, self.agent.display, str(seconds + 0.8)])
+        painter = subprocess.Popen([sys.executable, "-c", PAINTER, self.agent.display, str(seconds + 0.8)],
+                                   env=self.agent.x_env)
         try:
             await asyncio.sleep(0.7)
             agent_cpu, browser_cpu = CpuMeter([self.agent.pid]), CpuMeter(chromium_pids())
@@ -442,12 +449,13 @@ def report(results: list[dict[str, Any]], args) -> list[dict[str, Any]]:
         extra: dict[str, Any] = {"variant": first["variant"], "transport": args.transport, "size": args.size,
                                  "load_average": first["load_average"]}
         if name in presented:
-            extra["frame_presented"] = first["frame_presented_ms"][presented[name]]
+            # (None on the WebSocket transport: a canvas has no requestVideoFrameCallback.)
+            extra["frame_presented"] = (first["frame_presented_ms"] or {}).get(presented[name])
             if aiortc:
                 extra["aiortc_client"] = aiortc["glass_ms"][presented[name]]
         if name == "glass_p50_ms":
             extra.update(flashes=first["glass_ms"]["n"], stages_median_ms=first["stages_ms"],
-                         last_packet_received_ms=first["last_packet_received_ms"]["p50"],
+                         last_packet_received_ms=(first["last_packet_received_ms"] or {}).get("p50"),
                          getstats=first["getstats_flashes"], clock_offset_ms=first["clock_offset_ms"],
                          clock_offset_end_ms=first["clock_offset_end_ms"])
         if name == "motion_fps":

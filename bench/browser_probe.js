@@ -119,6 +119,9 @@
       state.element = document.querySelector(selector);
       if (!state.element) throw new Error(`no element ${selector}`);
       state.rvfc = Boolean(state.element.requestVideoFrameCallback);
+      // A canvas (the WebSocket transport) is read directly: new VideoFrame(canvas) wants a
+      // timestamp, and the copy is one pixel of a picture already in RGB.
+      if (state.element instanceof HTMLCanvasElement) sample = drawImageSample;
       if (state.rvfc) state.element.requestVideoFrameCallback(onFrame);
     },
     // Watch (x, y) of the picture for `rgb` from now on; the benchmark paints right after.
@@ -150,9 +153,11 @@
     playing() {
       const e = state.element;
       if (!e) return false;
-      return e instanceof HTMLVideoElement ? e.readyState >= 2 && (!state.rvfc || state.frames > 2) : e.width > 0;
+      return e instanceof HTMLVideoElement ? e.readyState >= 2 && (!state.rvfc || state.frames > 2)
+        : Boolean(window.viewer) && window.viewer.painted > 2;
     },
-    get frames() { return state.frames; },
+    // Frames presented: requestVideoFrameCallback's count, or what the viewer painted on a canvas.
+    get frames() { return state.rvfc ? state.frames : (window.viewer ? window.viewer.painted : 0); },
     // The inbound video figures chrome://webrtc-internals shows, from getStats().
     async stats() {
       for (const pc of pcs) {

@@ -1,7 +1,7 @@
 """Network benchmark: the lab itself, the WHEP answer to Chromium's offer across a NAT, and the
 stream under network conditions, one JSON figure per line.
 
-    python -m bench.network [--quick] [--transport webrtc] [--viewers chromium,aiortc]
+    python -m bench.network [--quick] [--transport webrtc,ws] [--viewers chromium,aiortc]
                             [--size 1280x720] [--noise 2] [--only lab|whep|media]
 
 Needs root (network namespaces, iptables, /dev/net/tun); without, it prints one `skipped` row.
@@ -15,8 +15,8 @@ gateway (HTTPS, local spawner) and agent in a server namespace, the relay in bet
   sees it, and the agent's own time, over a dozen offers.
 - Media, per condition (none; 40 ms RTT + 1 % loss each way; a 5 Mbit/s cap with a 200 ms
   router queue), per viewer — Chromium playing the real viewer page, and aiortc
-  (tests/netlab/viewer.py, frames completed on the marker bit as a browser does) — over
-  `--transport`: full-screen motion at 30 Hz with `--noise` patches of incompressible pixels
+  (tests/netlab/viewer.py, frames completed on the marker bit as a browser does; over the
+  WebSocket a PyAV client) — over each of `--transport` (WebRTC, the WebSocket transport): full-screen motion at 30 Hz with `--noise` patches of incompressible pixels
   (5–9 Mbit/s at the starting cap, so that the 5 Mbit/s link is really too narrow) plus a
   corner marker that changes colour at random moments; the viewer reads the marker's colour in
   every frame it presents. Latency p50/p95 is marker change → first frame showing it (a marker
@@ -148,15 +148,19 @@ def sample_agent(lab: NetLab, gw: LabGateway, session: str, stop: threading.Even
     pid, _ = gw.agent_of(session)
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
     port = argv[argv.index("--port") + 1]
-    environ = dict(e.split("=", 1) for e in Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if "=" in e)
-    headers = {"Authorization": f"Bearer {environ['AGENT_TOKEN']}"}
+    # The local spawner hands the agent its token in a file (--token-file), never the environment.
+    token = Path(argv[argv.index("--token-file") + 1]).read_text().strip()
+    headers = {"Authorization": f"Bearer {token}"}
     while not stop.wait(1.0):
         _, text, _ = lab.server.http("GET", f"http://127.0.0.1:{port}/metrics", headers=headers)
         values = {}
         for line in str(text).splitlines():
-            for name in ("agent_bitrate_cap_kbps", "agent_video_bytes_total"):
+            for name in ("agent_bitrate_cap_kbps", "agent_video_bytes_total", "agent_frames_dropped_total",
+                         "agent_retransmits_refused_total"):
                 if line.startswith(name) and not line.startswith(name + "_"):
                     values[name] = values.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+            if line.startswith("agent_peer_loss_ratio{"):  # the receivers' latest reports
+                values["loss"] = max(values.get("loss", 0.0), float(line.rsplit(" ", 1)[1]))
         out.append({"t": time.monotonic(), **values})
 
 
@@ -266,6 +270,11 @@ def media_condition(lab: NetLab, gw: LabGateway, session: str, name: str, viewer
         "encoded_kbps_median": round(statistics.median(8 * b / 1000 / dt for dt, b in sent), 1) if sent else None,
         "encoded_kbps_per_5s": [round(sum(8 * b / 1000 for _, b in sent[i:i + 5]) / max(1e-6, sum(dt for dt, _ in sent[i:i + 5])))
                                 for i in range(0, len(sent), 5)],
+        "receiver_report_loss_max": max((x.get("loss", 0.0) for x in samples), default=None),
+        "retransmits_refused": (samples[-1].get("agent_retransmits_refused_total", 0)
+                                - samples[0].get("agent_retransmits_refused_total", 0)) if samples else None,
+        "agent_frames_dropped": (samples[-1].get("agent_frames_dropped_total", 0) - samples[0].get("agent_frames_dropped_total", 0)
+                                 if samples else None),  # frames a lagging viewer skipped (either transport)
         "markers": len(markers), "markers_seen": sum(math.isfinite(v) for v in latencies),
         "relay": {d: {k: relay[d][k] for k in ("received", "lost", "overflowed", "max_queue")}
                   for d in ("up", "down")} if relay else None,
@@ -279,7 +288,8 @@ def media_condition(lab: NetLab, gw: LabGateway, session: str, name: str, viewer
     return rows
 
 
-def rows_media(quick: bool, transport: str, size: str, noise: int, viewers: list[str]) -> list[dict[str, Any]]:
+def rows_media(quick: bool, transports: list[str], size: str, noise: int, viewers: list[str],
+               conditions: list[str]) -> list[dict[str, Any]]:
     rows = []
     seconds = 10 if quick else 25
     with NetLab() as lab:
@@ -287,10 +297,15 @@ def rows_media(quick: bool, transport: str, size: str, noise: int, viewers: list
         chromium = LabChromium(lab).__enter__() if "chromium" in viewers else None
         try:
             for viewer in viewers:
-                for name in CONDITIONS:
-                    session = gw.start_session()  # a fresh session (and encoder state) per run
-                    rows += media_condition(lab, gw, session, name, viewer, transport, seconds, noise, chromium)
-                    gw.api("DELETE", f"/api/sessions/{session}")
+                for name in conditions:
+                    for transport in transports:
+                        session = gw.start_session()  # a fresh session (and encoder state) per run
+                        try:
+                            rows += media_condition(lab, gw, session, name, viewer, transport, seconds, noise,
+                                                    chromium)
+                        except Exception as exc:  # one run failing still lets the others report
+                            rows.append({"name": f"network.{transport}.{viewer}.{name}", "error": repr(exc)[:500]})
+                        gw.api("DELETE", f"/api/sessions/{session}")
         finally:
             if chromium is not None:
                 chromium.__exit__()
@@ -300,20 +315,26 @@ def rows_media(quick: bool, transport: str, size: str, noise: int, viewers: list
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer probes and shorter runs")
-    p.add_argument("--transport", choices=sorted(TRANSPORTS), default="webrtc")
+    p.add_argument("--transport", default="webrtc,ws",
+                   help=f"comma-separated, from: {', '.join(sorted(TRANSPORTS))} (each condition runs for each)")
     p.add_argument("--size", default="1280x720", help="the session's display size")
     p.add_argument("--noise", type=int, default=2,
                    help="patches of incompressible pixels per motion tick (tests/netlab/painter.py)")
     p.add_argument("--viewers", default="chromium,aiortc",
                    help="who watches the media runs: chromium (the real viewer page), aiortc (tests/netlab/viewer.py)")
     p.add_argument("--only", choices=("lab", "whep", "media"), help="one part only")
+    p.add_argument("--conditions", default=",".join(CONDITIONS), help="the media runs' conditions, comma-separated")
     a = p.parse_args()
+    transports = [t.strip() for t in a.transport.split(",") if t.strip()]
+    if unknown := [t for t in transports if t not in TRANSPORTS]:
+        p.error(f"unknown transport(s) {', '.join(unknown)}")
     if reason := unavailable(relay=True):
         print(json.dumps({"name": "network", "skipped": reason}))
         return 0
     parts = {"lab": lambda: rows_lab(a.quick), "whep": lambda: asyncio.run(rows_whep(a.quick)),
-             "media": lambda: rows_media(a.quick, a.transport, a.size, a.noise,
-                                         [v.strip() for v in a.viewers.split(",") if v.strip()])}
+             "media": lambda: rows_media(a.quick, transports, a.size, a.noise,
+                                         [v.strip() for v in a.viewers.split(",") if v.strip()],
+                                         [c for c in a.conditions.split(",") if c in CONDITIONS])}
     failed = 0
     for part, run in parts.items():
         if a.only and part != a.only:

@@ -93,6 +93,12 @@ class Agent:
     port: int
     display: str
     token: str
+    xauthority: str | None = None  # the display's cookie (--xauthority): its X server admits no one else
+
+    @property
+    def x_env(self) -> dict[str, str]:
+        """The environment for a process that connects to this agent's display."""
+        return {**os.environ, **({"XAUTHORITY": self.xauthority} if self.xauthority else {})}
 
     @property
     def url(self) -> str:
@@ -194,8 +200,11 @@ class Gateway:
             except OSError:
                 continue
             if environ.get("SESSION_ID") == session_id:
-                return Agent(pid, int(args[args.index("--port") + 1]), args[args.index("--display") + 1],
-                             environ["AGENT_TOKEN"])
+                # The local spawner hands the agent its token in a file, never the environment.
+                token = Path(args[args.index("--token-file") + 1]).read_text().strip()
+                xauthority = args[args.index("--xauthority") + 1] if "--xauthority" in args else None
+                return Agent(pid, int(args[args.index("--port") + 1]), args[args.index("--display") + 1], token,
+                             xauthority)
         raise RuntimeError(f"no agent process for session {session_id}")
 
     def viewer_url(self, session_id: str, query: str = "") -> str:

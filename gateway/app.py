@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway import api, clipboard, files, shares, streaming
+from gateway import api, clipboard, files, shares, streaming, wsrelay
 from gateway.auth import COOKIE, SHARE_COOKIE, Authenticator, Guest
 from gateway.config import Config
 from gateway.proxies import networks, trusted_peer
@@ -310,6 +310,7 @@ def create_app(config: Config, spawner: Spawner | None = None) -> web.Applicatio
     app.router.add_post("/api/logout", logout_api)
     app.router.add_routes(api.routes)
     app.router.add_routes(streaming.routes)
+    wsrelay.setup(app)
     files.setup(app)
     clipboard.setup(app)
     app.cleanup_ctx.append(_lifetime)

@@ -345,6 +345,20 @@ def spec(config: Config) -> dict[str, Any]:
                         "413": _error("offer too large"),
                         "415": _error("Content-Type is not application/sdp"),
                         **_ROUTE_ERRORS}}},
+            "/streaming/{id}/ws": {
+                "parameters": [_ID],
+                "get": {
+                    "summary": "the WebSocket transport (SPEC \"WebSocket transport\"), relayed "
+                               "to the session's agent",
+                    "description": "Binary messages: a 16-byte header (kind, flags, width, height, "
+                                   "capture time) and one H.264 access unit; text messages: the "
+                                   "`input` channel's JSON. When the agent refuses or cannot be "
+                                   "reached the upgrade completes, an `error` message says why and "
+                                   "the socket closes with code 4000 + the HTTP status.",
+                    "responses": {
+                        "101": {"description": "switching to the WebSocket protocol"},
+                        "426": _error("not a WebSocket upgrade"),
+                        **_ROUTE_ERRORS}}},
             "/streaming/{id}/whep/{peer}": {
                 "parameters": [_ID, _PEER],
                 "delete": {"summary": "end the viewer", "responses": {

@@ -83,9 +83,21 @@ def _route(request: web.Request) -> Route | web.Response:
     return route
 
 
+# Who the viewer is, for the agent (X-Viewer-Role, -Share, -Label, -Expires): set by the
+# gateway itself on the request (a share link's grant), never copied from the browser's headers.
+def agent_headers(request: web.Request, route: Route) -> dict[str, str]:
+    """The headers of every request the gateway makes to a session's agent for this browser
+    request (WHEP, the refine overlay and the WebSocket relay alike): the agent token and who
+    the viewer is (viewer_headers, from the gateway's own knowledge)."""
+    session = _session(request)
+    headers = viewer_headers(request, session) if session is not None else {}
+    headers["Authorization"] = f"Bearer {route.token}"
+    return headers
+
+
 async def _forward(request: web.Request, route: Route, method: str, path: str,
-                   body: bytes | None = None, extra: dict[str, str] | None = None) -> web.Response:
-    headers = {"Authorization": f"Bearer {route.token}", **(extra or {})}
+                   body: bytes | None = None) -> web.Response:
+    headers = agent_headers(request, route)
     if body is not None:
         headers["Content-Type"] = request.headers.get("Content-Type", "")
     session_id = request.match_info["id"]
@@ -125,10 +137,7 @@ async def whep_offer(request: web.Request) -> web.Response:
     route = _route(request)
     if isinstance(route, web.Response):
         return route
-    session = _session(request)
-    assert session is not None  # _route found it
-    response = await _forward(request, route, "POST", "/whep", await request.read(),
-                              viewer_headers(request, session))
+    response = await _forward(request, route, "POST", "/whep", await request.read())
     for link in _links(request):
         response.headers.add("Link", link)
     return response
@@ -144,11 +153,8 @@ async def whep_peer(request: web.Request) -> web.Response:
     if isinstance(route, web.Response):
         return route
     body = await request.read() if request.method == "PATCH" else None
-    session = _session(request)
-    assert session is not None  # _route found it
-    # Who asks: the agent lets a guest end only its own share's viewers.
-    return await _forward(request, route, request.method, f"/whep/{peer}", body,
-                          viewer_headers(request, session))
+    # Who asks (agent_headers): the agent lets a guest end only its own share's viewers.
+    return await _forward(request, route, request.method, f"/whep/{peer}", body)
 
 
 @routes.get("/streaming/{id}/refine/{n}")

@@ -30,6 +30,9 @@ class AgentMetrics:
         self.frames_sent = Counter("agent_frames_sent_total", "Encoded frames handed to peers", registry=r)
         self.frames_dropped = Counter("agent_frames_dropped_total",
                                       "Frames a lagging peer skipped (it resumes at a keyframe)", registry=r)
+        self.retransmits_refused = Counter(
+            "agent_retransmits_refused_total",
+            "NACKed packets not sent again: repeated within 0.1 s or over the retransmission budget", registry=r)
         self.bytes_encoded = Counter("agent_video_bytes_total", "Encoded video bytes", ["codec"], registry=r)
         self.encode_seconds = Histogram(
             "agent_encode_seconds", "Capture, colour conversion and encode time per frame",
@@ -51,8 +54,10 @@ class AgentMetrics:
             "agent_refine_seconds", "Grab, tile comparison and PNG encoding of one overlay",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0), registry=r)
         self.bitrate_cap = Gauge("agent_bitrate_cap_kbps", "Current encoder bitrate cap", registry=r)
-        self.peers = Gauge("agent_peers", "Connected WebRTC peers", registry=r)
+        self.peers = Gauge("agent_peers", "Connected viewers, WebRTC and WebSocket", registry=r)
         self.rtt = Gauge("agent_peer_rtt_seconds", "Round-trip time reported by each peer's RTCP",
                          ["peer"], registry=r)
+        self.loss = Gauge("agent_peer_loss_ratio", "Fraction of packets lost in each peer's latest receiver report",
+                          ["peer"], registry=r)
         self.whep_requests = Counter("agent_whep_requests_total", "WHEP requests by result",
                                      ["status"], registry=r)

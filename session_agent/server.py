@@ -19,10 +19,12 @@ from .media.bitrate import BitrateController
 from .media.encoder import EncoderKind
 from .media.negotiation import OfferError
 from .media.pipeline import MediaPipeline
+from .media.rtphistory import install as size_rtp_history
 from .metrics import AgentMetrics
 from .presence import Presence
 from .viewers import HeaderError, ViewerRegistry, identity_from_headers
 from .whep import PeerLimit, PeerManager
+from .ws import WsViewers
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ INPUT = web.AppKey("input", InputSession)
 VIEWERS = web.AppKey("viewers", ViewerRegistry)
 PRESENCE = web.AppKey("presence", Presence)
 MAX_DISCONNECT_BYTES = 1024
+WS = web.AppKey("ws", WsViewers)
 MAX_NOTICE_BYTES = 4096
 NOTICE_LEVELS = ("info", "warning")
 
@@ -157,6 +160,26 @@ async def whep_options(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={**CORS, "Accept-Post": "application/sdp"})
 
 
+async def ws_get(request: web.Request) -> web.StreamResponse:
+    """`GET /ws` (SPEC "WebSocket transport"): the stream and input over one WebSocket."""
+    if not _authorized(request):
+        return _unauthorized()
+    problem = request.app[PROBLEM]()
+    if problem is not None:
+        return _error(503, problem)
+    viewers = request.app[WS]
+    if viewers.full():
+        return _error(503, f"at most {viewers.max_peers} viewers", **{"Retry-After": "5"})
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        return _error(426, "GET /ws is a WebSocket: send Upgrade: websocket", Upgrade="websocket")
+    try:
+        who = identity_from_headers(request.headers)
+    except HeaderError as exc:
+        return _error(400, str(exc))
+    peers, metrics = request.app[PEERS], request.app[METRICS]
+    return await viewers.serve(request, on_count=lambda: metrics.peers.set(peers.count()), who=who)
+
+
 async def health(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     pipeline = request.app[PIPELINE]
@@ -166,7 +189,7 @@ async def health(request: web.Request) -> web.Response:
                                  status=503)
     width, height = pipeline.size
     return web.json_response({"status": "ok", "display": config.display, "encoder": pipeline.h264.name,
-                              "peers": len(request.app[PEERS].peers), "width": width, "height": height,
+                              "peers": request.app[PEERS].count(), "width": width, "height": height,
                               "idle_s": round(request.app[INPUT].idle_seconds(), 1)})
 
 
@@ -211,7 +234,7 @@ async def notice_post(request: web.Request) -> web.Response:
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return _error(400, str(exc) if not isinstance(exc, json.JSONDecodeError) else "body is not JSON")
     request.app[INPUT].notify(notice)
-    return web.json_response({"status": "sent", "viewers": len(request.app[PEERS].peers)})
+    return web.json_response({"status": "sent", "viewers": request.app[PEERS].count()})
 
 
 async def viewers_get(request: web.Request) -> web.Response:
@@ -273,9 +296,11 @@ def create_app(config: AgentConfig, encoder: EncoderKind, *, channel_factory=Non
     app[CONFIG] = config
     app[METRICS] = metrics
     bitrate = BitrateController(config.bitrate_kbps, config.min_bitrate_kbps, config.max_bitrate_kbps)
+    size_rtp_history(config.max_bitrate_kbps)
 
     def display_lost(reason: str) -> None:
         asyncio.ensure_future(app[PEERS].close())
+        asyncio.ensure_future(app[WS].close())
         on_display_lost(reason)
 
     pipeline = MediaPipeline(config.display, encoder, max_fps=config.max_fps, refresh_s=config.refresh_s,
@@ -295,12 +320,16 @@ def create_app(config: AgentConfig, encoder: EncoderKind, *, channel_factory=Non
     app[PEERS] = PeerManager(pipeline, metrics, max_peers=config.max_peers,
                              prefer="vp8" if config.encoder == "vp8" else "h264",
                              channel_factory=factory, viewers=viewers, on_gone=presence.closed)
+    app[WS] = WsViewers(pipeline, metrics, admitted=app[PEERS].count, max_peers=config.max_peers,
+                        channel_factory=factory, viewers=viewers, on_gone=presence.closed)
+    app[PEERS].others = app[WS].count
 
     async def lifecycle(app: web.Application):
         pipeline.start(asyncio.get_running_loop())
         await input_session.start()
         yield
         await app[PEERS].close()
+        await app[WS].close()
         viewers.close()
         await input_session.stop()
         await asyncio.get_running_loop().run_in_executor(None, pipeline.stop)
@@ -312,6 +341,7 @@ def create_app(config: AgentConfig, encoder: EncoderKind, *, channel_factory=Non
     app.router.add_get("/viewers", viewers_get)
     app.router.add_post("/viewers/disconnect", viewers_disconnect)
     app.router.add_get("/refine/{id}", refine_get)
+    app.router.add_get("/ws", ws_get)
     app.router.add_post("/whep", whep_post)
     app.router.add_options("/whep", whep_options)
     app.router.add_delete("/whep/{peer}", whep_delete)
@@ -320,7 +350,7 @@ def create_app(config: AgentConfig, encoder: EncoderKind, *, channel_factory=Non
     # The user's files (SPEC "Files in the session's home"), with the same token as WHEP.
     files.add_routes(app, config.home, config.max_upload,
                      guard=lambda request: None if _authorized(request) else _unauthorized(),
-                     streaming=lambda: bool(app[PEERS].peers))
+                     streaming=lambda: app[PEERS].count() > 0)
     # The clipboard as text or a PNG image (SPEC "Clipboard beyond text"), same token as WHEP.
     clipboard_routes.add_routes(app, input_session,
                                 guard=lambda request: None if _authorized(request) else _unauthorized())

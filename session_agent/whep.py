@@ -12,12 +12,14 @@ from typing import Any, Callable
 import aioice.ice
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket, unpack_remb_fci
+from aiortc.rtp import (RTCP_PSFB_APP, RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket, RtcpRrPacket, RtcpSrPacket,
+                       unpack_remb_fci)
 
 from .input.channel import InputChannel, Send
 from .media.negotiation import (OfferError, choose_codec, codec_preferences, validate_offer, video_codecs,
                                 with_default_directions, without_mdns_candidates)
 from .media.pipeline import MediaPipeline
+from .media.retransmit import RetransmitBudget
 from .media.rtpext import install as install_rtp_extensions, negotiate_playout_delay
 from .media.track import EncodedVideoTrack
 from .viewers import Identity, Viewer, ViewerRegistry
@@ -35,6 +37,10 @@ PEER_SILENCE_S = 10.0
 # A viewer being disconnected (revoked, expired) gets its `disconnect` message first; this is
 # the time that message has to leave before the connection closes.
 DISCONNECT_GRACE_S = 0.25
+# A peer whose ICE never completes (its viewer gave up, fell back to the WebSocket, or UDP is
+# blocked and nobody sent DELETE) would count toward the limit for ever: it goes this long
+# after its answer. Connecting takes a second or two, through TURN too.
+PEER_CONNECT_S = 10.0
 
 
 class PeerLimit(Exception):
@@ -48,6 +54,8 @@ class Peer:
     track: EncodedVideoTrack
     channels: list[InputChannel] = field(default_factory=list)
     heard: float = field(default_factory=time.monotonic)  # when it last sent RTCP or a message
+    created: float = field(default_factory=time.monotonic)
+    connected: bool = False  # ICE and DTLS completed once
 
 
 def restrict_ice_addresses(addresses: tuple[str, ...]) -> None:
@@ -70,6 +78,12 @@ class PeerManager:
         self.peers: dict[str, Peer] = {}
         self._pending = 0  # offers being answered count against the limit too
         self._reaper: asyncio.Task[None] | None = None
+        # Viewers of the other transports (the WebSocket's): one limit for all of them.
+        self.others: Callable[[], int] = lambda: 0
+
+    def count(self) -> int:
+        """Viewers of every transport, offers being answered included."""
+        return len(self.peers) + self._pending + self.others()
 
     async def create(self, offer_sdp: str, who: Identity = Identity()) -> tuple[str, str]:
         """Answer an offer from the viewer `who`; returns (peer id, answer SDP). Raises
@@ -77,7 +91,7 @@ class PeerManager:
         validate_offer(offer_sdp)
         codecs = video_codecs(offer_sdp)
         chosen = choose_codec(codecs, self.prefer)
-        if len(self.peers) + self._pending >= self.max_peers:
+        if self.count() >= self.max_peers:
             raise PeerLimit(f"at most {self.max_peers} viewers")
         self._pending += 1
         started = time.monotonic()
@@ -116,7 +130,7 @@ class PeerManager:
         self.peers[peer_id] = peer
         self.viewers.add(Viewer(peer_id, who.role, "webrtc", time.time(), who.share, who.label,
                                 who.expires_at, close=lambda: self._disconnect(peer_id)))
-        self.metrics.peers.set(len(self.peers))
+        self.metrics.peers.set(len(self.peers) + self.others())
         if self._reaper is None or self._reaper.done():
             self._reaper = asyncio.ensure_future(self._reap_silent())
         log.info("peer connected", extra={"action": "peer_created", "peer": peer_id,
@@ -127,14 +141,20 @@ class PeerManager:
         return peer_id, pc.localDescription.sdp
 
     def _hook_rtcp(self, peer_id: str, sender: RTCRtpSender) -> None:
-        """Route PLI/FIR and REMB to the shared encoder: aiortc ignores them for packets it did not encode."""
+        """Route PLI/FIR, REMB and receiver reports' loss to the shared encoder: aiortc ignores
+        them for packets it did not encode."""
         original = sender._handle_rtcp_packet
         pipeline = self.pipeline
 
         async def handle(packet) -> None:
             if peer_id in self.peers:
                 self.peers[peer_id].heard = time.monotonic()
-            if isinstance(packet, RtcpPsfbPacket):
+            if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+                for report in packet.reports:
+                    if report.ssrc == sender._ssrc:
+                        pipeline.report_loss(peer_id, report.fraction_lost, report.highest_sequence)
+                        self.metrics.loss.labels(peer_id).set(report.fraction_lost / 256)
+            elif isinstance(packet, RtcpPsfbPacket):
                 if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
                     pipeline.request_keyframe()
                 elif packet.fmt == RTCP_PSFB_APP:
@@ -146,6 +166,17 @@ class PeerManager:
             await original(packet)
 
         sender._handle_rtcp_packet = handle
+        # NACKs: retransmissions within a budget (media/retransmit.py), not whatever is asked.
+        budget = RetransmitBudget()
+        retransmit = sender._retransmit
+
+        async def bounded_retransmit(sequence_number: int) -> None:
+            if budget.allow(sequence_number, time.monotonic(), pipeline.bitrate.current_kbps):
+                await retransmit(sequence_number)
+            else:
+                self.metrics.retransmits_refused.inc()
+
+        sender._retransmit = bounded_retransmit
 
     def _on_datachannel(self, peer: Peer, channel) -> None:
         if channel.label != "input":
@@ -171,6 +202,7 @@ class PeerManager:
 
     def _on_state(self, peer: Peer) -> None:
         if peer.pc.connectionState == "connected":
+            peer.connected = True
             peer.heard = time.monotonic()  # the silence clock starts once media can flow
         if peer.pc.connectionState in ("failed", "closed") and peer.id in self.peers:
             asyncio.ensure_future(self.delete(peer.id, reason=peer.pc.connectionState))
@@ -182,17 +214,20 @@ class PeerManager:
             for peer in list(self.peers.values()):
                 if peer.pc.connectionState == "connected" and now - peer.heard > PEER_SILENCE_S:
                     await self.delete(peer.id, reason="silent")
+                elif not peer.connected and now - peer.created > PEER_CONNECT_S:
+                    await self.delete(peer.id, reason="never_connected")
 
     async def delete(self, peer_id: str, reason: str = "deleted") -> bool:
         peer = self.peers.pop(peer_id, None)
         if peer is None:
             return False
-        self.metrics.peers.set(len(self.peers))
+        self.metrics.peers.set(len(self.peers) + self.others())
         self.pipeline.forget_peer(peer_id)
-        try:
-            self.metrics.rtt.remove(peer_id)
-        except KeyError:
-            pass
+        for gauge in (self.metrics.rtt, self.metrics.loss):
+            try:
+                gauge.remove(peer_id)
+            except KeyError:
+                pass
         self.viewers.remove(peer_id)
         for handler in peer.channels:
             handler.close()  # release whatever this viewer still held down

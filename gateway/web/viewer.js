@@ -1,4 +1,5 @@
-// The viewer: WHEP video, input, local cursor, stats, reconnect with backoff, clear endings.
+// The viewer: video over WHEP or the WebSocket transport, input, local cursor, stats,
+// reconnect with backoff, clear endings.
 import { endSession, getSession } from './api.js';
 import { RemoteClipboard } from './clipboard.js';
 import { LocalCursor } from './cursor.js';
@@ -10,6 +11,8 @@ import { ENDED_TEXT, Presence } from './presence.js';
 import { RefineOverlay } from './refine.js';
 import { StatsOverlay } from './stats.js';
 import { WhepSession } from './whep.js';
+import { WsSession, webCodecsAvailable } from './wsvideo.js';
+import { Transports, FALLBACK_MS } from './transport.js';
 
 const MAX_BACKOFF_S = 30;
 const DISCONNECTED_GRACE_MS = 4000; // ICE often recovers from "disconnected" by itself
@@ -21,11 +24,13 @@ const endpoint = `/streaming/${encodeURIComponent(sessionId)}/whep`;
 const $ = (id) => document.getElementById(id);
 const screen = $('screen');
 const video = $('video');
+const canvas = $('canvas');
 const badge = $('state');
 const overlay = $('overlay');
 const remoteResize = $('remote-resize');
 
 let whep = null;
+let wsv = null; // the WebSocket transport's session, when that is the one in use
 let attempt = 0;
 let reconnectTimer = null;
 let countdownTimer = null;
@@ -36,7 +41,21 @@ const params = new URLSearchParams(location.search);
 remoteResize.checked = params.get('resize') !== '0' && localStorage.getItem('remote-resize') !== '0';
 
 function sendRaw(message) {
-  if (whep && whep.channel && whep.channel.readyState === 'open') whep.channel.send(JSON.stringify(message));
+  if (wsv) wsv.send(message);
+  else if (whep && whep.channel && whep.channel.readyState === 'open') whep.channel.send(JSON.stringify(message));
+}
+
+// --- transport choice (?transport=auto|webrtc|ws) ----------------------------------------
+const transports = new Transports(params.get('transport'), webCodecsAvailable(), window.isSecureContext);
+const insecure = transports.insecureNotice();
+if (insecure) $('insecure').textContent = insecure;
+$('insecure').hidden = !insecure;
+
+function closeTransports() {
+  if (whep) whep.close();
+  whep = null;
+  if (wsv) wsv.close();
+  wsv = null;
 }
 
 function send(message) {
@@ -66,7 +85,7 @@ function end(text, state = 'ended') {
   ended = true;
   clearTimeout(reconnectTimer);
   clearInterval(countdownTimer);
-  if (whep) whep.close();
+  closeTransports();
   setState(state, state === 'failed' ? 'Failed' : 'Ended');
   $('overlay-text').textContent = text;
   overlay.hidden = false;
@@ -75,8 +94,8 @@ function end(text, state = 'ended') {
 function retry(reason, seconds = Math.min(MAX_BACKOFF_S, 2 ** attempt)) {
   if (ended) return;
   attempt += 1;
-  if (whep) whep.close();
-  whep = null;
+  closeTransports();
+  transports.disconnected();
   let left = Math.ceil(seconds);
   const show = () => setState('reconnecting', `Reconnecting in ${left} s…${reason ? ` (${reason})` : ''}`);
   show();
@@ -111,15 +130,30 @@ async function connect() {
     reconnectTimer = setTimeout(connect, 1000);
     return;
   }
+  if (transports.unavailable) return end(transports.unavailable, 'failed');
+  refine.restart();
+  if (transports.current === 'ws') connectWs();
+  else connectWebrtc();
+}
+
+// --- WebRTC (WHEP) -------------------------------------------------------------------------
+async function connectWebrtc() {
   const current = new WhepSession(endpoint);
   whep = current;
-  refine.restart();
+  // auto: WebRTC that has not connected in time falls back to the WebSocket.
+  const fallback = setTimeout(() => {
+    if (current === whep && (!current.pc || current.pc.connectionState !== 'connected')) {
+      fallBack('WebRTC did not connect within 4 s');
+    }
+  }, FALLBACK_MS);
   try {
     await current.connect((stream) => {
       video.srcObject = stream;
       video.play().catch(() => {});
     });
   } catch (err) {
+    clearTimeout(fallback);
+    // A refusal with a reason (the viewer limit, the session ending) is no network problem.
     if (current === whep) retry(err.message);
     return;
   }
@@ -127,21 +161,75 @@ async function connect() {
   stats.attach(pc);
   channel.addEventListener('open', () => { lastResize = ''; sendResize(); });
   channel.addEventListener('message', onMessage);
+  // A channel that closes while ICE holds (the peer ended on the agent) is no network problem:
+  // reconnect the same way; a failing connection falls back below.
   channel.addEventListener('close', () => { if (current === whep && !ended) retry('the connection closed'); });
   pc.addEventListener('connectionstatechange', () => {
     if (current !== whep) return;
     if (pc.connectionState === 'connected') {
-      attempt = 0;
-      setState('connected', 'Connected');
-      screen.focus();
+      clearTimeout(fallback);
+      connected('webrtc');
     } else if (pc.connectionState === 'failed') {
-      retry('the connection failed');
+      clearTimeout(fallback);
+      if (!fallBack('the WebRTC connection failed')) retry('the connection failed');
     } else if (pc.connectionState === 'disconnected') {
       setState('reconnecting', 'Connection interrupted…');
       setTimeout(() => {
-        if (current === whep && pc.connectionState === 'disconnected') retry('the connection was lost');
+        if (current === whep && pc.connectionState === 'disconnected' && !fallBack('the WebRTC connection was lost')) {
+          retry('the connection was lost');
+        }
       }, DISCONNECTED_GRACE_MS);
     }
+  });
+}
+
+function connected(kind) {
+  attempt = 0;
+  transports.connected(kind);
+  video.hidden = kind !== 'webrtc';
+  canvas.hidden = kind !== 'ws';
+  input.surface = kind === 'ws' ? canvas : video; // where a pointer maps to the display
+  fitVideo();
+  setState('connected', kind === 'ws' ? 'Connected (WebSocket)' : 'Connected');
+  screen.focus();
+}
+
+// auto only: leave WebRTC for the WebSocket now; false when that is not an option.
+function fallBack(reason) {
+  if (!transports.fallBack(reason)) return false;
+  closeTransports();
+  clearTimeout(reconnectTimer);
+  console.info('viewer: using the WebSocket transport:', reason);
+  connect();
+  return true;
+}
+
+// --- WebSocket + WebCodecs -----------------------------------------------------------------
+async function connectWs() {
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  const url = `${scheme}//${location.host}/streaming/${encodeURIComponent(sessionId)}/ws`;
+  const current = new WsSession(url, canvas, {
+    onMessage: (text) => onMessage({ data: text }),
+    onSize: (width, height) => setDisplay(width, height),
+  });
+  wsv = current;
+  stats.attachWs(current);
+  try {
+    await current.connect();
+  } catch (err) {
+    // 4000 + an HTTP status: the gateway's refusal, with its reason; anything else: the network.
+    const refused = current.closeInfo && current.closeInfo.code >= 4000;
+    if (current === wsv) retry(refused ? err.message : transports.wsFailed());
+    return;
+  }
+  if (current !== wsv) return;
+  connected('ws');
+  lastResize = '';
+  sendResize();
+  current.ws.addEventListener('close', (event) => {
+    if (current !== wsv || ended) return;
+    // 4000 + an HTTP status: the gateway says why (the viewer limit, the agent gone).
+    retry(event.code >= 4000 && event.reason ? event.reason : 'the connection closed');
   });
 }
 
@@ -187,7 +275,7 @@ function fitVideo() {
   if (!width || !height) return;
   const shown = shownSize(screen.getBoundingClientRect(), input.display, window.devicePixelRatio || 1,
     remoteResize.checked);
-  for (const picture of [video, refine.canvas]) {
+  for (const picture of [video, canvas, refine.canvas]) {
     picture.style.width = `${shown.width}px`;
     picture.style.height = `${shown.height}px`;
   }
@@ -236,13 +324,17 @@ $('end').addEventListener('click', async () => {
 });
 
 setInterval(() => send({ type: 'ping', t: performance.now() }), PING_INTERVAL_MS);
-window.addEventListener('pagehide', () => { if (whep) whep.close(); });
+window.addEventListener('pagehide', closeTransports);
 
 // For tests and debugging: what the page believes.
 window.viewer = {
   get display() { return input.display; },
   get state() { return document.body.dataset.state; },
   get resource() { return whep && whep.resource; },
+  get transport() { return transports.active; },
+  get fallbackReason() { return transports.fallbackReason; },
+  get painted() { return wsv ? wsv.stats.painted : video.getVideoPlaybackQuality().totalVideoFrames; },
+  get latency() { return wsv ? wsv.latency() : null; },
   get unsaved() { return notices.unsaved; },
   get refined() { return refine.canvas.style.visibility === 'visible' ? refine.applied : 0; },
   get notice() { return notices.banner.hidden ? null : notices.banner.textContent; },

@@ -182,10 +182,10 @@ class InputSession:
                 limit = self._max_size or framebuffer
                 granted = clamp_size(width, height, (min(framebuffer[0], limit[0]), min(framebuffer[1], limit[1])))
                 dpi = display_dpi(scale, (width, height), granted)
+            if dpi is not None:  # first: applications that redraw on the resize see the new DPI
+                self._dpi.set(dpi)
             new = set_screen_size(self._d, width, height, self._max_size, dpi)
             refit_fullscreen_windows(self._d, old, new)
-            if dpi is not None:
-                self._dpi.set(dpi)
         except XError as exc:
             log.warning("resize to %sx%s failed: %s", width, height, exc)
             return

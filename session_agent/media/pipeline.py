@@ -13,7 +13,7 @@ import logging
 import sys
 import threading
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import av
 
@@ -40,6 +40,14 @@ KEYFRAME_DEBOUNCE_S = 0.25
 GIL_SWITCH_S = 0.001
 
 Subscriber = Callable[[av.Packet], None]
+
+
+class FrameStamp(NamedTuple):
+    """What every subscriber learns about a packet besides its bytes (`packet.opaque`)."""
+    encoded_at: float   # time.monotonic() when the encoder returned it
+    captured_us: int    # when the screen looked like this: epoch microseconds (SPEC "WebSocket transport")
+    width: int
+    height: int
 
 try:
     _libc = ctypes.CDLL("libc.so.6")
@@ -150,6 +158,12 @@ class MediaPipeline:
 
     def report_bandwidth(self, peer: str, bps: int) -> None:
         self.bitrate.report(peer, bps)
+
+    def report_loss(self, peer: str, fraction_lost: int, highest_sequence: int) -> None:
+        self.bitrate.report_loss(peer, fraction_lost, highest_sequence, time.monotonic())
+
+    def report_drained(self, peer: str, kbps: int) -> None:
+        self.bitrate.report_drained(peer, kbps)
 
     def forget_peer(self, peer: str) -> None:
         self.bitrate.forget(peer)
@@ -286,6 +300,9 @@ class MediaPipeline:
                 started = time.monotonic()
                 if not state["holding"]:
                     state.update(holding=True, resumed_at=self._subscribed_at)
+                # A settle or refresh frame re-encodes the last grab, but DAMAGE says the screen
+                # has not changed since: the picture is the screen as of now, not of that grab.
+                captured_us = time.time_ns() // 1000
                 if state["damage_at"]:
                     damage_to_grab.observe(started - state["damage_at"])
                 width, height = self._size
@@ -322,8 +339,9 @@ class MediaPipeline:
                     packets = self._encode(encoder, src, keyframe, codec)
                     encoded_at = time.monotonic()
                     encoding += encoded_at - converted_at
+                    stamp = FrameStamp(encoded_at, captured_us, src.width, src.height)
                     for packet in packets:
-                        packet.opaque = encoded_at  # the track times its way to aiortc from here
+                        packet.opaque = stamp  # the track times its way to aiortc from here
                     largest = max([largest, *(p.size for p in packets)])
                     if packets and self._loop is not None:
                         self._loop.call_soon_threadsafe(self._publish, codec, packets)

@@ -59,7 +59,7 @@ class EncodedVideoTrack(MediaStreamTrack):
         packet = self._queue.popleft()
         self._handed_at = time.monotonic()
         if packet.opaque is not None:
-            self._to_transport.observe(self._handed_at - packet.opaque)
+            self._to_transport.observe(self._handed_at - packet.opaque.encoded_at)
         return packet
 
     def stop(self) -> None:

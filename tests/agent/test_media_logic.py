@@ -162,3 +162,82 @@ def test_nal_units_and_sps_profile_of_an_annex_b_access_unit():
     assert not sdp_profile("640028").constrained_baseline
     with pytest.raises(ValueError):
         sdp_profile("42e0")
+
+
+def test_loss_from_receiver_reports_lowers_the_cap_and_holds_it_under_that_rate():
+    from session_agent.media.bitrate import CEILING_HOLD_S
+    c = BitrateController(8000, 1000, 20000)
+    c.report("a", 300_000)                            # its delay-based estimate never ramped up
+    c.report_loss("a", 0, 1000, 0.0)
+    c.report_loss("a", 95, 1800, 0.5)                 # 37 % of 800 packets: the queue overflows
+    assert c.update(1.0) == 6515                      # half the loss fraction, as GCC does
+    c.report_loss("a", 90, 2200, 1.5)                 # the old rate's loss, still draining: ignored
+    assert c.update(1.6) is None
+    c.report_loss("a", 40, 2900, 2.1)                 # still 16 % at the new rate
+    assert c.update(2.2) == 5537                      # at least 15 % lower
+    c.report_loss("a", 0, 3600, 3.5)
+    c.report("a", 20_000_000)                         # a clear link and a high estimate again
+    assert c.update(10.0) is None                     # held under 90 % of where loss was seen
+    assert c.update(2.2 + CEILING_HOLD_S + 1) == 20000
+
+
+def test_random_loss_and_loss_over_few_packets_change_nothing():
+    c = BitrateController(8000, 1000, 20000)
+    c.report_loss("a", 0, 0, 0.0)
+    for n in range(1, 20):
+        c.report_loss("a", 3, n * 1000, float(n))     # 1 % random loss, every report
+        assert c.update(float(n)) is None
+    c.report_loss("b", 0, 0, 20.0)
+    c.report_loss("b", 128, 10, 21.0)                 # half of ten packets: a still screen's noise
+    assert c.update(30.0) is None
+
+
+def test_a_socket_that_skips_frames_sizes_the_cap_to_its_drain_rate_unless_it_stalled():
+    c = BitrateController(8000, 1000, 20000)
+    c.report_drained("ws", 200)                       # a frozen tab, not a link
+    assert c.update(1.0) is None
+    c.report_drained("ws", 4000)
+    assert c.update(2.0) == 3600
+
+
+def test_rtp_history_covers_a_second_at_the_highest_bitrate():
+    import aiortc.rtcrtpsender
+    from session_agent.media.rtphistory import MIN_PACKETS, history_size, install
+    assert history_size(100) == MIN_PACKETS          # never below aiortc's own
+    assert history_size(8000) == 910                 # 8 Mbit/s: ~910 packets a second
+    assert history_size(10_000_000) == 32768
+    old = aiortc.rtcrtpsender.RTP_HISTORY_SIZE
+    try:
+        assert install(20000) == aiortc.rtcrtpsender.RTP_HISTORY_SIZE == 2273
+    finally:
+        aiortc.rtcrtpsender.RTP_HISTORY_SIZE = old
+
+
+def test_retransmissions_are_once_per_interval_and_within_a_share_of_the_cap():
+    from session_agent.media.retransmit import MIN_INTERVAL_S, RetransmitBudget
+    b = RetransmitBudget()
+    assert b.allow(1, 0.0, 8000)
+    assert not b.allow(1, 0.05, 8000)                 # asked again within a round trip
+    assert b.allow(1, 0.05 + MIN_INTERVAL_S, 8000)
+    # 8 Mbit/s: 150 kB/s for repairs, 30 kB at once: a NACK storm gets about 25 packets...
+    sent = sum(b.allow(seq, 0.2, 8000) for seq in range(100, 300))
+    assert 20 <= sent <= 30 and b.refused >= 170
+    # ...and then about 125 a second.
+    assert 100 <= sum(b.allow(seq, 0.2 + seq / 1000, 8000) for seq in range(1000, 2000)) <= 150
+
+
+def test_without_estimates_the_cap_returns_to_the_start_after_the_hold():
+    from session_agent.media.bitrate import CEILING_HOLD_S
+    c = BitrateController(8000, 1000, 20000)
+    c.report_drained("ws", 4000)
+    assert c.update(1.0) == 3600
+    assert c.update(20.0) is None                     # held
+    assert c.update(2.0 + CEILING_HOLD_S) == 8000     # then the starting cap again
+
+
+def test_frequent_small_receiver_reports_are_added_up():
+    c = BitrateController(8000, 1000, 20000)
+    c.report_loss("a", 0, 0, 0.0)
+    for n in range(1, 12):
+        c.report_loss("a", 128, n * 10, n / 20)       # a report with every NACK: ten packets each, half lost
+    assert c.update(1.0) == 6000

@@ -190,3 +190,29 @@ async def test_the_stream_follows_the_screen_growing_past_its_size_at_start():
         await viewer.close()
         agent.stop()
         x.stop()
+
+
+async def test_a_peer_whose_ice_never_completes_stops_counting_toward_the_limit(agent):
+    from aiortc import RTCPeerConnection
+    pc = RTCPeerConnection()
+    pc.addTransceiver("video", direction="recvonly")
+    pc.createDataChannel("input")
+    await pc.setLocalDescription(await pc.createOffer())
+    # No candidates and no answer applied: ICE can never complete (a viewer that went away).
+    offer = "\r\n".join(line for line in pc.localDescription.sdp.split("\r\n")
+                        if not line.startswith(("a=candidate", "a=end-of-candidates")))
+    before = agent.health()[1]["peers"]
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(agent.url + "/whep", data=offer, headers={
+                    "Authorization": f"Bearer {agent.token}", "Content-Type": "application/sdp"}) as r:
+                assert r.status == 201
+        assert agent.health()[1]["peers"] == before + 1
+        for _ in range(300):
+            if agent.health()[1]["peers"] == before:
+                break
+            await asyncio.sleep(0.1)
+        assert agent.health()[1]["peers"] == before
+        assert any('"never_connected"' in line for line in agent.log)
+    finally:
+        await pc.close()

@@ -99,6 +99,8 @@ async def test_real_responses_of_every_operation_match_it(live_gateway: LiveGate
         await call("GET", f"/streaming/{sid}/")
         await call("GET", "/streaming/s0000000000000000/")
         await call("OPTIONS", f"/streaming/{sid}/whep")
+        await call("GET", f"/streaming/{sid}/ws")  # no upgrade: 426 (tests/gateway/test_ws_relay.py upgrades)
+        await call("GET", "/streaming/s0000000000000000/ws")
         pc, offer = await sdp_offer()
         try:
             answer = {"Content-Type": "application/sdp"}

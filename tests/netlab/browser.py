@@ -23,6 +23,18 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-b
 KEEP_PCS = """(() => { const Original = window.RTCPeerConnection; window.__pcs = [];
   window.RTCPeerConnection = class extends Original {
     constructor(...args) { super(...args); window.__pcs.push(this); } }; })();"""
+# The WebSocket transport paints a canvas: each paint is timed at the next animation frame,
+# the rendering step at which requestVideoFrameCallback reports a <video>'s new frame.
+RECORD_CANVAS = """([px, py]) => { window.__frames = []; const v = document.getElementById('canvas');
+  const c = document.createElement('canvas'); c.width = 32; c.height = 18;
+  const g = c.getContext('2d', { willReadFrequently: true });
+  const x = Math.min(31, Math.floor(px * 32)), y = Math.min(17, Math.floor(py * 18));
+  let seen = window.viewer.painted;
+  const step = () => { const n = window.viewer.painted;
+    if (n !== seen) { seen = n; g.drawImage(v, 0, 0, 32, 18); const d = g.getImageData(x, y, 1, 1).data;
+      window.__frames.push([(performance.timeOrigin + performance.now()) / 1000, d[0], d[1], d[2]]); }
+    requestAnimationFrame(step); };
+  requestAnimationFrame(step); }"""
 RECORD = """([px, py]) => { window.__frames = []; const v = document.getElementById('video');
   const c = document.createElement('canvas'); c.width = 32; c.height = 18;
   const g = c.getContext('2d', { willReadFrequently: true });
@@ -32,6 +44,7 @@ RECORD = """([px, py]) => { window.__frames = []; const v = document.getElementB
     v.requestVideoFrameCallback(step); };
   v.requestVideoFrameCallback(step); }"""
 INBOUND = """async () => { const pc = window.__pcs[window.__pcs.length - 1]; const out = {};
+  if (!pc) return { transport: window.viewer.transport, painted: window.viewer.painted, latency: window.viewer.latency };
   (await pc.getStats()).forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'video') Object.assign(out, {
     framesReceived: r.framesReceived, framesDecoded: r.framesDecoded, framesDropped: r.framesDropped,
     packetsLost: r.packetsLost, nackCount: r.nackCount, pliCount: r.pliCount, freezeCount: r.freezeCount,
@@ -65,12 +78,12 @@ class LabChromium:
         page = context.new_page()
         page.goto(f"{gw.url}/streaming/{session}/?token={TOKEN}&resize=0&transport={transport}")
         page.wait_for_function("window.viewer && window.viewer.state === 'connected'", timeout=timeout_ms)
-        page.wait_for_function("document.getElementById('video').getVideoPlaybackQuality().totalVideoFrames > 0",
-                               timeout=timeout_ms)
+        page.wait_for_function("window.viewer.painted > 0", timeout=timeout_ms)
         return page
 
     def record(self, page, probe: tuple[float, float]) -> None:
-        page.evaluate(RECORD, list(probe))
+        ws = page.evaluate("window.viewer.transport") == "ws"
+        page.evaluate(RECORD_CANVAS if ws else RECORD, list(probe))
 
     def frames(self, page) -> list[dict[str, Any]]:
         return [{"wall": f[0], "rgb": f[1:]} for f in page.evaluate("window.__frames")]

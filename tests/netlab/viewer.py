@@ -14,9 +14,10 @@ media flows; with `--frames` one `{"event": "frame", "t", "rgb"}` per decoded fr
 CLOCK_MONOTONIC, shared by every namespace; `rgb`: the colour at `--probe`); at the end (after
 `--seconds`, or on a `quit` line or EOF on stdin) `{"event": "summary", "frames",
 "longest_gap_ms", "nacked", "retransmitted", "lost", "remb_kbps"}`. Every other line read from stdin is a
-JSON message sent on the `input` data channel. The transport is a parameter so that another
-transport's client can answer the same harness (only `webrtc` exists so far). Its aiortc
-completes frames on the marker bit, as a browser does (see MarkerJitterBuffer).
+JSON message sent on the `input` data channel. The transport is a parameter: `webrtc` (aiortc,
+completing frames on the marker bit as a browser does: see MarkerJitterBuffer) or `ws` (the
+WebSocket transport at the same URL's `…/ws`: each access unit decoded with PyAV as it
+arrives; its summary has no NACK or REMB figures, TCP keeps those to itself).
 """
 from __future__ import annotations
 
@@ -238,7 +239,42 @@ async def _drive(channel, seconds: float) -> None:
             emit("sent", message=json.loads(text))
 
 
-TRANSPORTS = {"webrtc": webrtc}
+async def ws(args: argparse.Namespace) -> dict[str, Any]:
+    import av
+    url = re.sub(r"/whep/?$", "/ws", args.url)
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    decoder = av.CodecContext.create("h264", "r")
+    arrivals: list[float] = []
+    got_frame = asyncio.Event()
+    start = time.monotonic()
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(url, headers=headers, compress=0, max_msg_size=0) as socket:
+            async def receive() -> None:
+                async for message in socket:
+                    if message.type != aiohttp.WSMsgType.BINARY or len(message.data) < 16 or message.data[0] != 1:
+                        continue
+                    for frame in decoder.decode(av.Packet(message.data[16:])):
+                        now = time.monotonic()
+                        arrivals.append(now)
+                        got_frame.set()
+                        if args.frames:
+                            emit("frame", t=now, rgb=probe_rgb(frame, args.probe), w=frame.width, h=frame.height)
+            task = asyncio.ensure_future(receive())
+            await asyncio.wait_for(got_frame.wait(), args.timeout)
+            emit("connected", answer_ms=None, connect_ms=round((time.monotonic() - start) * 1000, 1), pair=None)
+            frames_at_connect = len(arrivals)
+
+            class Channel:  # _drive sends on it as on a data channel
+                @staticmethod
+                def send(text: str) -> None:
+                    asyncio.ensure_future(socket.send_str(text))
+            await _drive(Channel, args.seconds)
+            task.cancel()
+    gaps = [b - a for a, b in zip(arrivals[frames_at_connect:], arrivals[frames_at_connect + 1:])]
+    return {"frames": len(arrivals), "longest_gap_ms": round(max(gaps, default=0) * 1000, 1)}
+
+
+TRANSPORTS = {"webrtc": webrtc, "ws": ws}
 
 
 def main() -> int:

@@ -231,3 +231,43 @@ async def test_a_second_input_channel_never_gains_a_role(agent):
     finally:
         await helper.close()
         recorder.close()
+
+
+async def test_the_websocket_transport_enforces_roles_and_revocation_too(agent):
+    """Shares are transport-neutral: a guest on /ws is listed with its role, its input is
+    refused the same way, and revoking its share closes its socket."""
+    from tests.ws_client import WsViewer
+
+    recorder = Recorder(agent.display)
+    owner = await join(agent)
+    watcher = WsViewer(agent.url, token=agent.token, headers=guest("shws", "view", "Wendy"))
+    await watcher.connect()
+    try:
+        assert (await watcher.receive("control"))["role"] == "view"
+        for message in ({"type": "key", "code": "KeyV", "key": "v", "down": True},
+                        {"type": "button", "button": 1, "down": True},
+                        {"type": "clipboard", "text": "stolen"}):
+            watcher.send(message)
+            assert "view-only" in (await watcher.receive("error"))["message"]
+        listed = (await agent_get(agent, "/viewers"))[1]["viewers"]
+        assert {(v["role"], v["transport"]) for v in listed} == {("owner", "webrtc"), ("view", "ws")}
+        await asyncio.sleep(0.3)
+        assert not any(s.kind in ("key", "button") for s in recorder.seen)
+        # A lying header is refused before the upgrade.
+        liar = WsViewer(agent.url, token=agent.token, headers={"X-Viewer-Role": "admin"})
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await liar.connect()
+        assert refused.value.status == 400
+        status, body = await agent_post(agent, "/viewers/disconnect", {"share": "shws"})
+        assert status == 200 and body == {"disconnected": 1}
+        assert (await watcher.receive("disconnect", timeout=5))["reason"] == "revoked"
+        deadline = time.monotonic() + 5
+        while not watcher.closed and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert watcher.closed
+        listed = (await agent_get(agent, "/viewers"))[1]["viewers"]
+        assert [v["role"] for v in listed] == ["owner"]
+    finally:
+        await watcher.close()
+        await owner.close()
+        recorder.close()
