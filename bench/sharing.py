@@ -9,8 +9,8 @@ p95 alone and with N-1 others watching (within 10 %), and how long a revoked sha
 takes to be told and disconnected (SPEC: within 1 s). Every viewer is a real aiortc client
 decoding real frames (bench/marker_client.py); the N-1 watchers run in a process of their own
 (`--watch`), so that their decoding shares the machine's cores with the owner's client but not
-its event loop. The WebSocket transport does not exist on this branch, so all N are WebRTC
-(the output says so); once it does, half should be WebSocket. CPU is % of one core, from /proc.
+its event loop. Half of the N are WebSocket viewers (tests/ws_client.py, PyAV decoding each
+access unit), half WebRTC; revocation is timed on both. CPU is % of one core, from /proc.
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ from bench.figures import figure  # noqa: E402
 from bench.xpaint import PAINTER  # noqa: E402
 from tests.agent_process import free_port, wait_healthy  # noqa: E402
 from tests.whep_client import Viewer  # noqa: E402
+from tests.ws_client import WsViewer  # noqa: E402
 from tests.xserver import fill_root, start_xvfb  # noqa: E402
 
 aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
@@ -78,9 +79,9 @@ async def under_motion(pid: int, display: str, viewers: list[Viewer], seconds: f
     return cpu, fps
 
 
-async def join(url: str, share: str | None = None) -> Viewer:
+async def join(url: str, share: str | None = None, ws: bool = False) -> Viewer | WsViewer:
     headers = {"X-Viewer-Role": "view", "X-Viewer-Share": share, "X-Viewer-Label": share} if share else {}
-    viewer = Viewer(url, token=TOKEN, headers=headers)
+    viewer = (WsViewer if ws else Viewer)(url, token=TOKEN, headers=headers)
     await viewer.connect()
     await viewer.wait_for(lambda f: f.width > 0, timeout=60)
     return viewer
@@ -92,7 +93,7 @@ async def revoke_ms(url: str, rounds: int) -> list[float]:
     out = []
     async with aiohttp.ClientSession() as http:
         for i in range(rounds):
-            guest = await join(url, f"shrevoke{i}")
+            guest = await join(url, f"shrevoke{i}", ws=i % 2 == 1)
             try:
                 t0 = time.perf_counter()
                 async with http.post(f"{url}/viewers/disconnect", json={"share": f"shrevoke{i}"},
@@ -105,10 +106,15 @@ async def revoke_ms(url: str, rounds: int) -> list[float]:
     return out
 
 
+def ws_watchers(count: int) -> int:
+    """How many of the `count` watchers use the WebSocket: with the owner (WebRTC), half of all."""
+    return (count + 1) // 2
+
+
 async def watch(url: str, count: int) -> None:
     """`--watch`: keep `count` view-only viewers decoding; on each line "fps" from stdin print
     their fps since the last mark as JSON, "ready" once all are connected; exit at EOF."""
-    viewers = [await join(url, f"shwatch{i}") for i in range(count)]
+    viewers = [await join(url, f"shwatch{i}", ws=i < ws_watchers(count)) for i in range(count)]
     loop = asyncio.get_running_loop()
     mark, frames = time.monotonic(), [v.frames for v in viewers]
     print(json.dumps({"ready": count}), flush=True)
@@ -183,7 +189,8 @@ async def run(count: int, size: str, quick: bool) -> list[dict]:
         agent.terminate()
         agent.wait(15)
         xvfb.stop()
-    common = {"viewers": count, "transports": {"webrtc": count, "ws": 0}, "size": size}
+    ws = ws_watchers(count - 1)
+    common = {"viewers": count, "transports": {"webrtc": count - ws, "ws": ws}, "size": size}
     return [
         figure("sharing.cpu_n_over_1", cpu_all / cpu_one if cpu_one else float("inf"), "ratio", 1.2,
                cpu_1_percent=round(cpu_one, 1), cpu_n_percent=round(cpu_all, 1), **common),

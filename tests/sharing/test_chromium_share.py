@@ -31,11 +31,18 @@ def agent_flags(session_id: str) -> dict[str, str]:
 
 async def make_link(launcher, role: str) -> str:
     card = launcher.locator('section.app[data-app="gimp"]')
+    link = card.locator(".share-link")
+    # The panel still shows the previous link until the new one comes: wait for a new value
+    # (reading it at once handed the control guest the view link: the flake seen before).
+    before = await link.input_value() if await link.is_visible() else ""
     await card.locator(".share-role").select_option(role)
     await card.locator(".share-make").click()
-    link = card.locator(".share-link")
     await link.wait_for(state="visible")
-    return await link.input_value()
+    deadline = asyncio.get_running_loop().time() + 30
+    while (value := await link.input_value()) in ("", before):
+        assert asyncio.get_running_loop().time() < deadline, "the launcher showed no new link"
+        await asyncio.sleep(0.05)
+    return value
 
 
 def presence(page, expression: str):
@@ -67,7 +74,7 @@ async def test_owner_and_two_guests_in_three_browser_contexts(gateway, monkeypat
             await share.click()
             view_link = await make_link(launcher, "view")
             control_link = await make_link(launcher, "control")
-            assert view_link.startswith(f"{base}/streaming/{sid}/?share=")
+            assert view_link.startswith(f"{base}/streaming/{sid}/?share=") and control_link != view_link
             await launcher.wait_for_function("document.querySelectorAll('.share-item').length === 2")
 
             owner = await owner_ctx.new_page()
@@ -84,7 +91,7 @@ async def test_owner_and_two_guests_in_three_browser_contexts(gateway, monkeypat
                 await page.wait_for_function("window.viewer && window.viewer.state === 'connected'", timeout=60_000)
                 try:
                     await presence(page, f"p.role === '{role}'")
-                except Exception as exc:  # say what the page believed (a rare flake, unexplained)
+                except Exception as exc:  # say what the page believed
                     seen = await page.evaluate("JSON.stringify({state: window.viewer.state, "
                                                "presence: window.viewer.presence, error: window.viewer.lastError})")
                     raise AssertionError(f"{role} guest: {seen}; console: {logs[page][-20:]}") from exc
