@@ -132,6 +132,8 @@ def agent_of(session_id: str) -> tuple[str, Path]:
         except OSError:
             continue
         if args[1:3] == ["-m", "session_agent"] and env.get("SESSION_ID") == session_id:
+            if "--xauthority" in args:  # the display admits only holders of its cookie
+                os.environ["XAUTHORITY"] = args[args.index("--xauthority") + 1]
             return args[args.index("--display") + 1], Path(env["HOME"])
     raise SystemExit("no agent found")
 
