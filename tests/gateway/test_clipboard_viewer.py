@@ -75,6 +75,10 @@ async def open_viewer(context: BrowserContext, client, sid: str, query: str = "&
     page = await context.new_page()
     await page.goto(f"{str(client.make_url('')).rstrip('/')}/streaming/{sid}/?token={make_jwt('alice')}{query}")
     await page.wait_for_function("window.viewer && window.viewer.state === 'connected'", timeout=60_000)
+    # Connected is ICE; the agent knows the page only once its input channel is open (the
+    # agent's first message on it says the role): a copy announced before then is not sent.
+    await page.wait_for_function("window.viewer.presence && window.viewer.presence.role === 'owner'",
+                                 timeout=60_000)
     return page
 
 
