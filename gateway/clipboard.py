@@ -14,18 +14,18 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
 
-from gateway.http import CLIENT, REGISTRY, json_error, viewer_session
+from gateway.agentproxy import agent_route, relay
+from gateway.http import CLIENT, json_error, viewer_session
 from gateway.logs import log_event
-from gateway.spawners.base import Phase, Route, Session
+from gateway.spawners.base import Session
 
 log = logging.getLogger("gateway.clipboard-proxy")
 
 PATH = "/streaming/{id}/clipboard"
 MAX_BODY = 32 * 1024 * 1024  # the agent's limit for images (text has a smaller one there)
 AGENT_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=5, sock_connect=5, sock_read=60)
-_RETURNED = ("Content-Type", "Cache-Control", "Retry-After")
+_RETURNED = frozenset(("content-type", "cache-control", "retry-after"))
 
 
 class _TooLarge(Exception):
@@ -43,16 +43,6 @@ def allowed(request: web.Request) -> Session | None:
     return viewer_session(request)
 
 
-def _route(request: web.Request, session: Session) -> Route | web.Response:
-    route = request.app[REGISTRY].route(session)
-    if route is not None:
-        return route
-    if session.phase is Phase.PENDING:
-        return json_error(503, "the session is still starting", {"Retry-After": "1"})
-    return json_error(409, f"the session is {session.phase.value}"
-                           + (f": {session.message}" if session.message else ""))
-
-
 def _too_large() -> web.Response:
     response = json_error(413, f"the clipboard takes at most {MAX_BODY} bytes")
     response.force_close()  # rather than read a body nobody wants
@@ -65,7 +55,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         return json_error(404, "no such session")
     if request.method == "PUT" and (request.content_length or 0) > MAX_BODY:
         return _too_large()
-    route = _route(request, session)
+    route = agent_route(request, session)
     if isinstance(route, web.Response):
         return route
     headers = {"Authorization": f"Bearer {route.token}"}
@@ -81,7 +71,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             if upstream.status == 401:  # the gateway's own credentials were refused
                 log_event(log, "agent_refused_token", level=logging.ERROR, session_id=session.id)
                 return json_error(502, "the session's agent refused the gateway")
-            return await _relay(request, upstream)
+            return await relay(request, upstream, _RETURNED)
     except _TooLarge:
         return _too_large()
     except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionResetError) as exc:
@@ -100,24 +90,3 @@ async def _limited(stream: aiohttp.StreamReader) -> AsyncIterator[bytes]:
         if total > MAX_BODY:
             raise _TooLarge()
         yield chunk
-
-
-async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
-    out = CIMultiDict((k, v) for k, v in upstream.headers.items() if k in _RETURNED)
-    response = web.StreamResponse(status=upstream.status, headers=out)
-    if upstream.content_length is not None:
-        response.content_length = upstream.content_length
-    await response.prepare(request)
-    if request.method != "HEAD":
-        try:
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            # The agent went away mid-answer: the browser must see a cut, not a short image.
-            log_event(log, "agent_lost_mid_answer", level=logging.WARNING, error=repr(exc),
-                      session_id=request.match_info["id"])
-            if request.transport is not None:
-                request.transport.close()
-            return response
-    await response.write_eof()
-    return response

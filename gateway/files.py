@@ -20,13 +20,13 @@ from urllib.parse import quote, unquote
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
 from yarl import URL
 
 from gateway import splice
+from gateway.agentproxy import agent_route, chunks, relay, returned_headers
 from gateway.http import REGISTRY, json_error, user_of
 from gateway.logs import log_event
-from gateway.spawners.base import Phase, Route, Session
+from gateway.spawners.base import Session
 
 log = logging.getLogger("gateway.files-proxy")
 
@@ -88,16 +88,6 @@ def _owned(request: web.Request) -> Session | None:
     return request.app[REGISTRY].get(user_of(request), request.match_info["id"])
 
 
-def _route(request: web.Request, session: Session) -> Route | web.Response:
-    route = request.app[REGISTRY].route(session)
-    if route is not None:
-        return route
-    if session.phase is Phase.PENDING:
-        return json_error(503, "the session is still starting", {"Retry-After": "1"})
-    return json_error(409, f"the session is {session.phase.value}"
-                           + (f": {session.message}" if session.message else ""))
-
-
 def _raw_path(request: web.Request) -> str:
     """What follows `/files/` in the URL, still percent-encoded."""
     return request.raw_path.split("?", 1)[0].split("#", 1)[0].split("/", 5)[5]
@@ -110,7 +100,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     raw = _raw_path(request)
     if any(unquote(segment) in (".", "..") for segment in raw.split("/")):
         return json_error(400, "'.' and '..' are not allowed in the path")
-    route = _route(request, session)
+    route = agent_route(request, session)
     if isinstance(route, web.Response):
         return route
     query = "?download=1" if request.query.get("download") == "1" else ""
@@ -124,7 +114,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             return await _spliced_upload(request, session, agent, headers, browser)
         if request.method == "GET":
             return await _spliced_download(request, session, agent, headers, browser)
-    body = _chunks(request.content) if request.method == "PUT" else None
+    body = chunks(request.content) if request.method == "PUT" else None
     try:
         async with request.app[FILES_CLIENT].request(
                 request.method, url, data=body, headers=headers, timeout=AGENT_TIMEOUT,
@@ -132,7 +122,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             if upstream.status == 401:  # the gateway's own credentials were refused
                 log_event(log, "agent_refused_token", level=logging.ERROR, session_id=session.id)
                 return json_error(502, "the session's agent refused the gateway")
-            return await _relay(request, upstream)
+            return await relay(request, upstream, _RETURNED)
     except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionResetError) as exc:
         transport = request.transport
         if transport is None or transport.is_closing():  # the browser went away (a cut upload)
@@ -140,39 +130,6 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         log_event(log, "agent_unreachable", level=logging.WARNING, session_id=session.id,
                   user_id=session.user, error=repr(exc))
         return json_error(502, "the session's agent did not answer")
-
-
-async def _chunks(stream: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    """A body as the socket delivered it: each chunk as it is, never joined (no copy)."""
-    while not stream.at_eof():  # an empty body's reader answers "end of chunk" for ever
-        chunk, end_of_http_chunk = await stream.readchunk()
-        if chunk:
-            yield chunk
-        elif not end_of_http_chunk:
-            return
-
-
-async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
-    out = CIMultiDict((k, v) for k, v in upstream.headers.items() if k.lower() in _RETURNED)
-    response = web.StreamResponse(status=upstream.status, headers=out)
-    if upstream.content_length is not None:
-        response.content_length = upstream.content_length
-    await response.prepare(request)
-    if request.method != "HEAD":
-        try:
-            async for chunk in _chunks(upstream.content):
-                await response.write(chunk)
-        except ConnectionResetError:  # the browser went away mid-download
-            return response
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            # The agent went away mid-download: the browser must see a cut, not a short file.
-            log_event(log, "agent_lost_mid_download", level=logging.WARNING, error=repr(exc),
-                      session_id=request.match_info["id"])
-            if request.transport is not None:
-                request.transport.close()
-            return response
-    await response.write_eof()
-    return response
 
 
 # -- large bodies in the kernel (gateway/splice.py) ------------------------------------------
@@ -184,10 +141,6 @@ def _plain_socket(request: web.Request) -> int | None:
         return None
     sock = transport.get_extra_info("socket")
     return sock.fileno() if sock is not None and sock.fileno() >= 0 else None
-
-
-def _returned(headers: list[tuple[str, str]]) -> CIMultiDict[str]:
-    return CIMultiDict((k, v) for k, v in headers if k.lower() in _RETURNED)
 
 
 def _client_gone(session: Session, method: str) -> web.Response:
@@ -232,7 +185,7 @@ async def _spliced_upload(request: web.Request, session: Session, agent: tuple[s
     if status == 401:
         log_event(log, "agent_refused_token", level=logging.ERROR, session_id=session.id)
         return json_error(502, "the session's agent refused the gateway")
-    response = web.Response(status=status, body=body, headers=_returned(agent_headers))
+    response = web.Response(status=status, body=body, headers=returned_headers(agent_headers, _RETURNED))
     response.force_close()
     return response
 
@@ -255,8 +208,8 @@ async def _spliced_download(request: web.Request, session: Session, agent: tuple
             body = await relays.run(download.read)
         except (OSError, http.client.HTTPException) as exc:
             return _agent_failed(session, exc)
-        return web.Response(status=download.status, body=body, headers=_returned(download.headers))
-    response = web.StreamResponse(status=download.status, headers=_returned(download.headers))
+        return web.Response(status=download.status, body=body, headers=returned_headers(download.headers, _RETURNED))
+    response = web.StreamResponse(status=download.status, headers=returned_headers(download.headers, _RETURNED))
     response.content_length = download.length
     transport = request.transport
     client = os.dup(browser)

@@ -18,9 +18,10 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway import shares
-from gateway.http import CLIENT, CONFIG, REGISTRY, guest_of, json_error, viewer_name, viewer_session
+from gateway.agentproxy import agent_route
+from gateway.http import CLIENT, CONFIG, guest_of, json_error, viewer_name, viewer_session
 from gateway.logs import log_event
-from gateway.spawners.base import Phase, Route, Session
+from gateway.spawners.base import Route, Session
 from gateway.turn import ice_server_links
 
 log = logging.getLogger("gateway.whep-proxy")
@@ -74,17 +75,9 @@ def _route(request: web.Request) -> Route | web.Response:
     session = _session(request)
     if session is None:
         return json_error(404, "no such session")
-    route = request.app[REGISTRY].route(session)
-    if route is None:
-        if session.phase is Phase.PENDING:
-            return json_error(503, "the session is still starting", {"Retry-After": "1"})
-        return json_error(409, f"the session is {session.phase.value}"
-                               + (f": {session.message}" if session.message else ""))
-    return route
+    return agent_route(request, session)
 
 
-# Who the viewer is, for the agent (X-Viewer-Role, -Share, -Label, -Expires): set by the
-# gateway itself on the request (a share link's grant), never copied from the browser's headers.
 def agent_headers(request: web.Request, route: Route) -> dict[str, str]:
     """The headers of every request the gateway makes to a session's agent for this browser
     request (WHEP, the refine overlay and the WebSocket relay alike): the agent token and who
