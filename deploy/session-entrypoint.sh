@@ -5,9 +5,9 @@
 #                                MAX_SIZE, access only with the cookie it writes to $XAUTHORITY),
 #                                then the agent, which sets the screen to SESSION_SIZE and runs
 #                                the window manager
-#   session-entrypoint app       the pod's `app` container: waits for that X server (socket and
-#                                cookie in the shared volume), then runs the application in a
-#                                D-Bus session
+#   session-entrypoint app       the pod's `app` container: waits for that X server (socket,
+#                                cookie and the agent's ready file in the shared volume), then
+#                                runs the application in a D-Bus session
 #   session-entrypoint           both in one container (`podman run IMAGE`; tests on a machine)
 #
 # SIGTERM/SIGINT (pod deletion) stop what was started, newest first, sync the file system so the
@@ -24,6 +24,7 @@ cleanup() {
     wait "$pid" 2>/dev/null || true
   done
   children=""
+  [ "${role:-}" = app ] || rm -f "${ready:-/nonexistent}"
   sync
 }
 stop() { trap - TERM INT; cleanup; exit 0; }
@@ -42,6 +43,10 @@ export DISPLAY XAUTHORITY
 number=${DISPLAY#:}
 number=${number%%.*}
 socket=/tmp/.X11-unix/X$number
+# Written by the agent once the screen has SESSION_SIZE and the window manager runs: an
+# application mapped before that is placed on the framebuffer's size, unfocused (its dialogs
+# half off the screen, out of the keyboard's reach).
+ready=$socket.ready
 
 die() { echo "session-entrypoint: $*" >&2; trap - TERM INT; cleanup; exit "${status:-1}"; }
 
@@ -90,7 +95,7 @@ start_display() {
   # every process in the pod's network namespace, the sidecar's too).
   # A restarted container keeps its /tmp volume: a lock left by the last Xvfb names a PID that
   # may now be another process of this new PID namespace, and Xvfb would refuse to start.
-  rm -f "/tmp/.X$number-lock" "$socket"
+  rm -f "/tmp/.X$number-lock" "$socket" "$ready"
   # GLX loads Mesa into Xvfb: 10 MB of memory in every pod, needed by Blender alone (it draws
   # with OpenGL); GIMP and Inkscape do without (deploy/README.md, "Density").
   glx="-extension GLX"
@@ -111,9 +116,10 @@ start_display() {
 
 wait_for_display() {
   waited=0
-  until [ -S "$socket" ] && [ -s "$XAUTHORITY" ]; do
+  until [ -S "$socket" ] && [ -s "$XAUTHORITY" ] && [ -s "$ready" ]; do
     waited=$((waited + 1))
-    [ "$waited" -le "${APP_WAIT_TENTHS:-1200}" ] || die "no X server on $DISPLAY ($socket, $XAUTHORITY)"
+    [ "$waited" -le "${APP_WAIT_TENTHS:-1200}" ] ||
+      die "no X server ready on $DISPLAY ($socket, $XAUTHORITY, $ready)"
     sleep 0.1
   done
 }
@@ -137,7 +143,7 @@ agent() {
 case "$role" in
   session)
     start_display
-    agent --window-manager
+    agent --window-manager --ready-file "$ready"
     ;;
   app)
     wait_for_display

@@ -110,6 +110,18 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _announce_ready(path: str, size: tuple[int, int]) -> None:
+    """The display is ready for applications: at its size, with its window manager. Written
+    whole under another name and renamed, so that a waiter never sees half a file."""
+    partial = f"{path}.partial"
+    try:
+        with open(partial, "w") as f:
+            f.write(f"{size[0]}x{size[1]}\n")
+        os.replace(partial, path)
+    except OSError as exc:
+        raise Fatal(f"cannot write the ready file {path}: {exc.strerror or exc}") from None
+
+
 M_ARENA_MAX = -8  # glibc mallopt()
 
 
@@ -147,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         if config.window_manager:
             xsession = xsession or XSession(config.display)
             xsession.start_window_manager()
+        if config.ready_file:
+            _announce_ready(config.ready_file, size)
         if config.launch:
             xsession = xsession or XSession(config.display)
             xsession.launch(config.launch)

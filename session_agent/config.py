@@ -37,6 +37,7 @@ class AgentConfig:
     ice_addresses: tuple[str, ...] = ()  # local ones: gather there; others: announce (1:1 NAT)
     stun_server: tuple[str, int] | None = None  # learn the public address from it, in the background
     xauthority: str | None = None
+    ready_file: str | None = None
     home: str | None = None  # whose files /files/… serves
     max_upload: int = 2 << 30
 
@@ -161,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token-file", default=env("AGENT_TOKEN_FILE"),
                    help="read the bearer token from this file, so it is in no environment or command "
                         "line (AGENT_TOKEN_FILE; --token wins when both are set)")
+    p.add_argument("--ready-file", default=env("AGENT_READY_FILE"),
+                   help="written once the screen has its size and the window manager manages it, "
+                        "before --launch: an application started elsewhere (the pod's app "
+                        "container) waits for it, or its first windows are placed on the "
+                        "framebuffer's size with nobody to focus them (AGENT_READY_FILE)")
     p.add_argument("--xauthority", default=env("AGENT_XAUTHORITY"),
                    help="the display's Xauthority file; with --xvfb a fresh cookie is written to it and "
                         "Xvfb admits only clients that have it (AGENT_XAUTHORITY)")
@@ -228,5 +234,6 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
         encoder=a.encoder, max_peers=a.max_peers, max_fps=a.max_fps, bitrate_kbps=a.bitrate,
         min_bitrate_kbps=a.min_bitrate, max_bitrate_kbps=a.max_bitrate, refresh_s=a.refresh, refine_s=a.refine,
         ice_addresses=a.ice_addresses, stun_server=a.stun_server, xauthority=a.xauthority or None,
+        ready_file=a.ready_file or None,
         home=a.home or os.environ.get("HOME") or None, max_upload=a.max_upload,
     )

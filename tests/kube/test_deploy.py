@@ -282,6 +282,50 @@ def test_entrypoint_x_server_wants_the_cookie(entrypoint_env: dict[str, str]) ->
         proc.wait(30)
 
 
+APP_PROBE = """
+import sys, time
+from Xlib import X, display
+d = display.Display()
+root = d.screen().root
+wm = root.get_full_property(d.intern_atom("_NET_SUPPORTING_WM_CHECK"), X.AnyPropertyType)
+geometry = root.get_geometry()
+open(sys.argv[1], "w").write(f"{geometry.width}x{geometry.height} {'wm' if wm else 'no-wm'}")
+time.sleep(3600)
+"""
+
+
+def test_the_app_container_starts_the_application_on_a_ready_display(
+        entrypoint_env: dict[str, str], tmp_path: Path) -> None:
+    """The pod's two containers start together: the application must not come before the
+    agent has set SESSION_SIZE and runs the window manager, or its first windows are placed on
+    the framebuffer's size, unfocused (Inkscape's welcome dialog half off a 1280x720 screen,
+    out of reach of the keyboard: seen in CI)."""
+    probe, seen = tmp_path / "probe.py", tmp_path / "seen"
+    probe.write_text(APP_PROBE)
+    env = {**entrypoint_env, "SESSION_LAUNCH": f"python3 {probe} {seen}", "HOME": str(tmp_path)}
+    ready = Path(f"/tmp/.X11-unix/X{env['DISPLAY'][1:]}.ready")
+    procs = []
+    try:
+        for role in ("app", "session"):  # the app's container may well be first
+            procs.append(subprocess.Popen([str(DEPLOY / "session-entrypoint.sh"), role], env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                          start_new_session=True))
+        deadline = time.monotonic() + 90
+        while not seen.exists() or not seen.read_text():
+            for proc in procs:
+                assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "the application never started"
+            time.sleep(0.1)
+        assert seen.read_text() == "640x480 wm"  # SESSION_SIZE, managed: not 1280x720 unmanaged
+        assert ready.read_text() == "640x480\n"
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            proc.wait(30)
+    assert not ready.exists()  # the session container took it with it
+
+
 @pytest.mark.parametrize("after", [0.05, 1.0])  # Xvfb starting; the agent starting
 def test_entrypoint_as_pid_1_ends_at_once_on_sigterm_while_starting(
         entrypoint_env: dict[str, str], after: float) -> None:
