@@ -6,7 +6,7 @@ A relay must not become the buffer that a slow link fills: it reads the agent's 
 come and writes one to the browser only while the browser's socket has under about two frames
 unsent. Past that it drops deltas for this browser and, once its socket has drained, asks the
 agent for a keyframe (`{"type":"keyframe"}` upstream), the rule the agent applies to its own
-sockets (session_agent/media/backpressure.py). While it skips frames it also tells the agent
+sockets (streamwire/backpressure.py, shared with it). While it skips frames it also tells the agent
 what the browser's link did carry (`{"type":"congestion","kbps":N}`, at most once a second), so
 that the one encoder can come down to it as it does for its own sockets; a browser's own
 message of that type is not passed on.
@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import time
 import weakref
 
@@ -27,75 +26,24 @@ from gateway.http import CLIENT, json_error, user_of
 from gateway.logs import log_event
 from gateway.spawners.base import Route
 from gateway.streaming import _route, agent_headers
+from streamwire.backpressure import SendGate
+from streamwire.frame import is_keyframe
+from streamwire.sockets import limit_unsent
 
 log = logging.getLogger("gateway.ws-relay")
 
 routes = web.RouteTableDef()
 RELAYS = web.AppKey("ws_relays", weakref.WeakSet)
 
-HEADER_SIZE = 16
-FLAG_KEYFRAME = 0x01
 HEARTBEAT_S = 10.0
 CONNECT_TIMEOUT_S = 10.0
 WS_TIMEOUT = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0)
 MAX_MESSAGE_BYTES = 64 * 1024   # from the browser: input messages
-NOTSENT_LOWAT = 16 * 1024       # unsent bytes the kernel keeps (see session_agent/ws.py)
-TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
-FLOOR_BYTES = 32 * 1024
-FRAMES = 2.0
-MEAN_WEIGHT = 0.1
-KEYFRAME_RETRY_S = 0.5
 DRAIN_POLL_S = 0.01
 RATE_WINDOW_S = 1.0
 # Closing codes for the browser when the agent cannot be reached or refuses: 4000 + the HTTP
 # status, with the reason as text (a browser sees no HTTP body of a failed upgrade).
 _CLOSE_BASE = 4000
-
-
-class RelayGate:
-    """Whether to pass a frame to the browser (the agent's SendGate rule, per hop)."""
-
-    def __init__(self) -> None:
-        self.mean = 0.0
-        self.need_keyframe = True
-        self.asked_at = float("-inf")
-        self.dropped = 0
-        self._since_key = 0
-
-    @property
-    def limit(self) -> int:
-        return max(FLOOR_BYTES, int(FRAMES * self.mean))
-
-    def admit(self, size: int, keyframe: bool, backlog: int) -> bool:
-        if not keyframe:
-            self.mean += MEAN_WEIGHT * (size - self.mean) if self.mean else size
-        if self.need_keyframe:
-            if keyframe and backlog <= self.limit:
-                self.need_keyframe, self._since_key = False, 0
-                return True
-            self.dropped += 1
-            return False
-        if min(backlog, self._since_key) > self.limit:  # a draining keyframe is not the deltas' fault
-            self.need_keyframe = True
-            self.dropped += 1
-            return False
-        self._since_key = 0 if keyframe else self._since_key + size
-        return True
-
-    def want_keyframe(self, backlog: int, now: float) -> bool:
-        if self.need_keyframe and backlog <= self.limit and now - self.asked_at >= KEYFRAME_RETRY_S:
-            self.asked_at = now
-            return True
-        return False
-
-
-def _limit_unsent(transport: asyncio.BaseTransport | None) -> None:
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
-        except OSError:
-            pass
 
 
 async def _refuse(request: web.Request, status: int, message: str) -> web.WebSocketResponse:
@@ -135,7 +83,7 @@ async def ws_relay(request: web.Request) -> web.StreamResponse:
     try:
         browser = web.WebSocketResponse(compress=False, heartbeat=HEARTBEAT_S, max_msg_size=MAX_MESSAGE_BYTES)
         await browser.prepare(request)
-        _limit_unsent(request.transport)
+        limit_unsent(request.transport)
         request.app[RELAYS].add(browser)
         await _relay(request, browser, upstream, route)
     finally:
@@ -146,7 +94,7 @@ async def ws_relay(request: web.Request) -> web.StreamResponse:
 async def _relay(request: web.Request, browser: web.WebSocketResponse,
                  upstream: aiohttp.ClientWebSocketResponse, route: Route) -> None:
     transport = request.transport
-    gate = RelayGate()
+    gate = SendGate()  # the agent's rule, per hop
     wake = asyncio.Event()
 
     written = 0
@@ -160,8 +108,7 @@ async def _relay(request: web.Request, browser: web.WebSocketResponse,
         async for message in upstream:
             if message.type == WSMsgType.BINARY:
                 data = message.data
-                keyframe = len(data) >= HEADER_SIZE and bool(data[1] & FLAG_KEYFRAME)
-                admitted = gate.admit(len(data), keyframe, backlog())
+                admitted = gate.admit(len(data), is_keyframe(data), backlog())
                 now = time.monotonic()
                 if now - mark[0] >= RATE_WINDOW_S:
                     drained = written - backlog()

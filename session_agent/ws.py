@@ -1,10 +1,10 @@
 """`GET /ws`: the WebSocket transport (SPEC "WebSocket transport"), for networks where WebRTC
 cannot connect. One more subscriber of the shared H.264 encode: each frame goes out as one
-binary message (media/wsframe.py), input comes in as the `input` data channel's JSON messages.
+binary message (streamwire/frame.py), input comes in as the `input` data channel's JSON messages.
 
 Nothing on the encode path awaits a socket: the pipeline's packets land in this viewer's own
 small queue, which a task of its own writes out. A viewer whose link is slower than the stream
-skips frames and resumes at a keyframe (media/backpressure.py), and nobody else notices.
+skips frames and resumes at a keyframe (streamwire/backpressure.py), and nobody else notices.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 import secrets
-import socket
 import time
 from collections import deque
 from typing import Any, Callable
@@ -20,10 +19,12 @@ from typing import Any, Callable
 import av
 from aiohttp import WSMsgType, web
 
+from streamwire.backpressure import SendGate
+from streamwire.frame import pack_video
+from streamwire.sockets import limit_unsent
+
 from .input.channel import InputChannel
-from .media.backpressure import SendGate
 from .media.pipeline import MediaPipeline
-from .media.wsframe import pack_video
 from .viewers import Identity, Viewer, ViewerRegistry
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,6 @@ ChannelFactory = Callable[[Callable[[dict[str, Any]], None], str], InputChannel]
 # WebSocket pings: a viewer whose pong does not come within half of this is gone (tab killed,
 # network lost: TCP itself would notice only after minutes).
 HEARTBEAT_S = 10.0
-# Unsent bytes the kernel keeps for a socket (TCP_NOTSENT_LOWAT). Without it Linux accepts
-# megabytes into the send buffer, seconds of video on a slow link, and the backlog the gate
-# judges stays invisible in user space.
-NOTSENT_LOWAT = 16 * 1024
-TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 # While a keyframe is due, how often the writer looks whether the backlog has drained.
 DRAIN_POLL_S = 0.01
 # While it skips frames, a socket reports what it drained over at least this long (the encoder
@@ -50,15 +46,6 @@ DISCONNECT_GRACE_S = 0.25
 # lets this much pile up is too far gone to keep.
 MAX_TEXT_BACKLOG = 4 * 1024 * 1024
 MAX_MESSAGE_BYTES = 64 * 1024  # text from the viewer: the data channel's messages are far smaller
-
-
-def limit_unsent(transport: asyncio.BaseTransport | None, lowat: int = NOTSENT_LOWAT) -> None:
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, lowat)
-        except OSError:  # not Linux: the gate still sees what asyncio buffers
-            pass
 
 
 def epoch_us() -> int:

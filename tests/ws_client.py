@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import av
 
-from session_agent.media.wsframe import HEADER, KIND_VIDEO, unpack_header
+from streamwire.frame import HEADER, KIND_VIDEO, unpack_header
 from tests.whep_client import colour_close, pixel
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from session_agent.media.backpressure import FLOOR_BYTES, KEYFRAME_RETRY_S, SendGate
-from session_agent.media.wsframe import HEADER, pack_video, unpack_header
+from streamwire.backpressure import FLOOR_BYTES, KEYFRAME_RETRY_S, SendGate
+from streamwire.frame import HEADER, is_keyframe, pack_video, unpack_header
 
 
 def test_header_layout_is_the_specs():
@@ -18,6 +18,8 @@ def test_header_layout_is_the_specs():
     header = unpack_header(data)
     assert (header.kind, header.keyframe, header.width, header.height, header.captured_us) == \
         (1, True, 1920, 1080, 0x0102030405060708)
+    # the relay's test, without parsing: a short message is no keyframe
+    assert is_keyframe(data) and not is_keyframe(delta) and not is_keyframe(data[:15])
 
 
 def test_header_refuses_what_it_cannot_carry():

@@ -76,7 +76,8 @@ def test_the_build_context_leaves_out_the_virtualenv_and_the_rest(built_images: 
     assert result.returncode == 0, result.stderr[-3000:]
     listed = {line[2:] for line in result.stdout.splitlines() if line.startswith("./")}
     top = {p.split("/")[0] for p in listed}
-    assert top == {"pyproject.toml", "README.md", "gateway", "session_agent", "deploy"}, top
+    assert top == {"pyproject.toml", "README.md", "gateway", "session_agent", "streamwire",
+                   "deploy"}, top
     assert "deploy/session-entrypoint.sh" in listed and len([p for p in listed if
                                                              p.startswith("deploy/")]) == 1
     kib = int(next(line for line in result.stdout.splitlines() if line.endswith("\t.")).split()[0])

@@ -24,6 +24,7 @@ FOREIGN = {
     "gateway": {"aiortc", "aioice", "av", "numpy", "Xlib", "mss", "session_agent", "pylibsrtp"},
     "session_agent": {"kubernetes_asyncio", "jwt", "gateway", "yaml"},
 }
+SHARED = "streamwire"  # both programs import it, so it imports neither nor their dependencies
 
 
 def imported(package: str) -> set[str]:
@@ -37,6 +38,12 @@ def test_a_program_imports_nothing_of_the_other(package: str) -> None:
     modules = imported(package)
     assert package in modules
     assert modules & FOREIGN[package] == set()
+
+
+def test_the_shared_wire_needs_only_the_standard_library() -> None:
+    # against what any interpreter here loads anyway (site's hooks, the editable install's finder)
+    modules = imported(SHARED) - imported("json") - {SHARED}
+    assert modules <= set(sys.stdlib_module_names), sorted(modules - set(sys.stdlib_module_names))
 
 
 def test_extras_split_the_dependencies() -> None:

@@ -32,3 +32,8 @@ def unpack_header(message: bytes) -> FrameHeader:
         raise ValueError(f"a binary message has at least {HEADER.size} bytes, got {len(message)}")
     kind, flags, width, height, _, captured_us = HEADER.unpack_from(message)
     return FrameHeader(kind, bool(flags & FLAG_KEYFRAME), width, height, captured_us)
+
+
+def is_keyframe(message: bytes) -> bool:
+    """Whether a binary message is a video keyframe, without parsing the rest (a relay's test)."""
+    return len(message) >= HEADER.size and bool(message[1] & FLAG_KEYFRAME)
