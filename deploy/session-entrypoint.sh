@@ -24,7 +24,6 @@ cleanup() {
     wait "$pid" 2>/dev/null || true
   done
   children=""
-  [ "${role:-}" = app ] || rm -f "${ready:-/nonexistent}"
   sync
 }
 stop() { trap - TERM INT; cleanup; exit 0; }
@@ -43,9 +42,9 @@ export DISPLAY XAUTHORITY
 number=${DISPLAY#:}
 number=${number%%.*}
 socket=/tmp/.X11-unix/X$number
-# Written by the agent once the screen has SESSION_SIZE and the window manager runs: an
-# application mapped before that is placed on the framebuffer's size, unfocused (its dialogs
-# half off the screen, out of the keyboard's reach).
+# Written by the agent once the screen has SESSION_SIZE and the window manager runs (and
+# removed when it exits): an application mapped before that is placed on the framebuffer's
+# size, unfocused (its dialogs half off the screen, out of the keyboard's reach).
 ready=$socket.ready
 
 die() { echo "session-entrypoint: $*" >&2; trap - TERM INT; cleanup; exit "${status:-1}"; }

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import os
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     agent_log.setup("session-agent", session_id=os.environ.get("SESSION_ID"))
     ice.install(config)
     xsession: XSession | None = None
+    announced: str | None = None  # the ready file, once written
     if config.xauthority:
         # Every connection of this process (python-xlib, mss) and of its children finds the cookie.
         os.environ["XAUTHORITY"] = config.xauthority
@@ -155,12 +157,13 @@ def main(argv: list[str] | None = None) -> int:
         elif config.set_size:
             # An X server started elsewhere (the pod's session container) is as large as its
             # framebuffer (--max-size) until set: the session's size is what must stream.
-            set_size(config.display, size, max_size)
+            size = set_size(config.display, size, max_size)
         if config.window_manager:
             xsession = xsession or XSession(config.display)
             xsession.start_window_manager()
         if config.ready_file:
             _announce_ready(config.ready_file, size)
+            announced = config.ready_file
         if config.launch:
             xsession = xsession or XSession(config.display)
             xsession.launch(config.launch)
@@ -171,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        if announced:  # the display goes with us: nobody may start on it now
+            with contextlib.suppress(OSError):
+                os.remove(announced)
         if xsession is not None:
             xsession.stop()
 

@@ -62,8 +62,7 @@ for wid in d.screen().root.get_full_property(atom("_NET_CLIENT_LIST"), Xatom.WIN
 
 def windows(pod: SessionPod) -> str:
     """The window manager's client list, as the session container's X client sees it."""
-    result = pod.session.exec(["env", "DISPLAY=:99", "XAUTHORITY=/tmp/.X11-unix/Xauthority",
-                               "/opt/venv/bin/python", "-c", WINDOWS])
+    result = pod.session.exec(["/opt/venv/bin/python", "-c", WINDOWS])
     return (result.stdout + result.stderr[-1500:]).strip()
 
 
@@ -89,18 +88,14 @@ async def test_it_streams_the_session_size_with_the_application_complete(
         if session_pod.application == "inkscape":
             # Its first start shows a welcome dialog; Escape closes it and the main window,
             # maximized by the window manager, shows its tool bars (input works through X too).
-            # The dialog may come after the first settled frame, or the main window may take
-            # longer than one wait to map on a busy machine (a CI run judged the dialog alone):
-            # Escape again until the window fills the screen, within a bound. Escape in the
-            # main window changes nothing.
-            deadline = time.monotonic() + 120
-            while not fills_the_screen(rgb) and time.monotonic() < deadline:
-                for down in (True, False):
-                    viewer.send({"type": "key", "code": "Escape", "key": "Escape", "down": down})
-                try:
-                    frame, rgb = await settled(viewer, timeout=30, after=rgb.astype(int))
-                except AssertionError:
-                    pass
+            for down in (True, False):
+                viewer.send({"type": "key", "code": "Escape", "key": "Escape", "down": down})
+            # Where the dialog does not come (or is not the focused window), Escape changes
+            # nothing: the checks below then judge the window as it is.
+            try:
+                frame, rgb = await settled(viewer, timeout=30, after=rgb.astype(int))
+            except AssertionError:
+                pass
         found = glyphs.find(rgb)
         assert found == [], f"broken-image glyphs: {found[:5]}"
         assert glyphs.best_score(rgb) < glyphs.THRESHOLD
