@@ -13,8 +13,10 @@ import fcntl
 import http.client
 import os
 import select
+import socket
 
 PIPE_SIZE = 1 << 20
+BATCH = 256 << 10  # bytes the sender's socket holds before a wake-up (SO_RCVLOWAT)
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, Linux (Python ≥ 3.10 names it; older ones do not)
 _FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
 
@@ -30,65 +32,76 @@ class ReceiverGone(ConnectionError):
 def move(src: int, dst: int, count: int, timeout: float, answer: bool = False) -> None:
     """Moves exactly `count` bytes from socket `src` to socket `dst` (both non-blocking).
     Raises SenderGone, ReceiverGone (also, with `answer`, when `dst` answers before the end:
-    an agent refusing an upload), or TimeoutError when nothing moves for `timeout` s."""
+    an agent refusing an upload), or TimeoutError when nothing moves for `timeout` s.
+
+    A splice() is made only after poll() said it can move bytes, and `src` is not polled while
+    the pipe is full: a pipe holds a number of buffers, not of bytes, and a socket's small
+    segments fill them long before PIPE_SIZE. Polling `src` then (it is readable) and splicing
+    into the full pipe (BlockingIOError) was a busy loop, most of this thread's CPU while the
+    receiver was the slower side. SO_RCVLOWAT on `src` makes a wake-up bring a batch rather
+    than what one segment carried."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    lowat = 0
     try:
         try:
             fcntl.fcntl(write_end, F_SETPIPE_SZ, PIPE_SIZE)
         except OSError:
             pass  # the default 64 KiB pipe works too, in more calls
-        in_pipe = 0
+        in_pipe, pipe_full = 0, False
         poller = select.poll()
+        registered: dict[int, int] = {}
         while count or in_pipe:
-            moved = False
-            if count and in_pipe < PIPE_SIZE:
-                try:
-                    n = os.splice(src, write_end, min(count, PIPE_SIZE - in_pipe), flags=_FLAGS)
-                except BlockingIOError:
-                    n = -1
-                except OSError as exc:
-                    raise SenderGone(exc.errno, exc.strerror) from None
+            if count and min(count, BATCH) != lowat and _set_lowat(src, min(count, BATCH)):
+                lowat = min(count, BATCH)  # the last bytes of the body must wake us too
+            masks = {src: select.POLLIN} if count and not pipe_full else {}
+            if in_pipe or answer:
+                masks[dst] = (select.POLLOUT if in_pipe else 0) | (select.POLLIN if answer else 0)
+            for fd in registered.keys() - masks.keys():
+                poller.unregister(fd)
+            for fd, mask in masks.items():
+                if registered.get(fd) != mask:
+                    poller.register(fd, mask)  # registers or modifies
+            registered = masks
+            events = dict(poller.poll(timeout * 1000))
+            if not events:
+                raise TimeoutError(f"no data moved for {timeout:g} s")
+            if answer and events.get(dst, 0) & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                raise ReceiverGone("the receiver answered before the end of the body")
+            if src in masks and events.get(src, 0):
+                n = _splice(src, write_end, min(count, PIPE_SIZE - in_pipe), SenderGone)
                 if n == 0:
                     raise SenderGone("the sender closed the connection")
                 if n > 0:
-                    count, in_pipe, moved = count - n, in_pipe + n, True
-            if in_pipe:
-                try:
-                    in_pipe -= os.splice(read_end, dst, in_pipe, flags=_FLAGS)
-                    moved = True
-                except BlockingIOError:
-                    pass
-                except OSError as exc:
-                    raise ReceiverGone(exc.errno, exc.strerror) from None
-            if not moved and _wait(poller, src if count and in_pipe < PIPE_SIZE else None,
-                                   dst if in_pipe else None, dst if answer else None, timeout):
-                raise ReceiverGone("the receiver answered before the end of the body")
+                    count, in_pipe = count - n, in_pipe + n
+                pipe_full = in_pipe >= PIPE_SIZE or (n < 0 and in_pipe > 0)
+            if in_pipe and events.get(dst, 0) & (select.POLLOUT | select.POLLHUP | select.POLLERR):
+                n = _splice(read_end, dst, in_pipe, ReceiverGone)
+                if n > 0:
+                    in_pipe, pipe_full = in_pipe - n, False
     finally:
+        if lowat:
+            _set_lowat(src, 1)  # the connection may carry on (a download's browser)
         os.close(read_end)
         os.close(write_end)
 
 
-def _wait(poller: select.poll, readable: int | None, writable: int | None, answering: int | None,
-          timeout: float) -> bool:
-    """Until `readable` can be read or `writable` written; True if `answering` spoke first."""
-    masks: dict[int, int] = {}
-    if readable is not None:
-        masks[readable] = masks.get(readable, 0) | select.POLLIN
-    if writable is not None:
-        masks[writable] = masks.get(writable, 0) | select.POLLOUT
-    if answering is not None:
-        masks[answering] = masks.get(answering, 0) | select.POLLIN
-    for fd, mask in masks.items():
-        poller.register(fd, mask)
+def _set_lowat(sock: int, value: int) -> bool:
     try:
-        events = poller.poll(timeout * 1000)
-    finally:
-        for fd in masks:
-            poller.unregister(fd)
-    if not events:
-        raise TimeoutError(f"no data moved for {timeout:g} s")
-    return any(fd == answering and event & (select.POLLIN | select.POLLHUP | select.POLLERR)
-               for fd, event in events)
+        with socket.socket(fileno=os.dup(sock)) as s:  # a duplicate: closing it leaves `sock` open
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, value)
+        return True
+    except OSError:
+        return False
+
+
+def _splice(src: int, dst: int, count: int, gone: type[ConnectionError]) -> int:
+    """splice(2); -1 when it would block after all (rare: poll said it would not)."""
+    try:
+        return os.splice(src, dst, count, flags=_FLAGS)
+    except BlockingIOError:
+        return -1
+    except OSError as exc:
+        raise gone(exc.errno, exc.strerror) from None
 
 
 def upload(host: str, port: int, target: str, headers: dict[str, str], head: bytes, client: int,
