@@ -274,10 +274,14 @@ def quantile(values: list[float], q: float) -> float:
 
 
 def footprint(gw: Gateway, sessions: list[str]) -> tuple[list[float], dict[str, float]]:
-    """PSS (MB) of each session's process tree, and the median by component."""
+    """PSS (MB) of each session's process tree, and the median by component. The local
+    spawner's fork server (gateway/spawners/forkserver.py) holds the pages its forks share with
+    it: its PSS is shared out among the sessions, a 1/N part in each."""
+    servers = [pid for pid in descendants(gw.proc.pid) if "gateway.spawners.forkserver" in cmdline(pid)[:3]]
+    share = sum(pss_kb(pid) for pid in servers) / max(1, len(sessions))
     totals, parts = [], {}
     for sid in sessions:
-        by: dict[str, int] = {}
+        by: dict[str, int] = {"fork_server_share": round(share)} if servers else {}
         for pid in gw.tree(sid):
             by[component(pid)] = by.get(component(pid), 0) + pss_kb(pid)
         totals.append(sum(by.values()) / 1024)
@@ -288,8 +292,9 @@ def footprint(gw: Gateway, sessions: list[str]) -> tuple[list[float], dict[str, 
 
 async def idle_cpu(gw: Gateway, sessions: list[str], seconds: float) -> tuple[float, float]:
     """% of one core used by all the sessions' processes together, and by the gateway."""
-    def trees() -> list[int]:
-        return [pid for sid in sessions for pid in gw.tree(sid)]
+    def trees() -> list[int]:  # with the fork server, which the sessions share
+        return [*(pid for pid in descendants(gw.proc.pid) if "gateway.spawners.forkserver" in cmdline(pid)[:3]),
+                *(pid for sid in sessions for pid in gw.tree(sid))]
     before = {pid: cpu_seconds([pid]) for pid in trees()}
     gw0, t0 = cpu_seconds([gw.proc.pid]), time.monotonic()
     await asyncio.sleep(seconds)

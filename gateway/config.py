@@ -55,6 +55,8 @@ class Config:
     idle_check_interval: float = 5.0  # how often running agents are asked for their viewer count
     idle_warning: float = 60.0  # viewers are warned this long before an idle session ends
     agent_command: tuple[str, ...] = (sys.executable, "-m", "session_agent")
+    # local spawner: agents forked from one process that imported them (spawners/forkserver.py)
+    agent_fork_server: str = "auto"
     app_commands: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_APP_COMMANDS))
     session_size: str | None = None  # the agents' initial display size; None: the agent's default
     # The largest size a browser may resize a session to (its Xvfb framebuffer, paid in memory
@@ -157,6 +159,12 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                         "viewers are warned (at most half its timeout)")
     p.add_argument("--agent-command", default=e("AGENT_COMMAND", shlex.join(d.agent_command)),
                    help="[GATEWAY_AGENT_COMMAND] local spawner: how to run the session agent")
+    p.add_argument("--agent-fork-server", choices=("auto", "off"),
+                   default=e("AGENT_FORK_SERVER", d.agent_fork_server),
+                   help="[GATEWAY_AGENT_FORK_SERVER] local spawner: auto: when the agent command is "
+                        "`<this python> -m MODULE`, fork every agent from one process that imported "
+                        "MODULE (they share its memory, and start without importing); off: run the "
+                        "command for each session")
     for app in APPLICATIONS:
         p.add_argument(f"--app-{app}", dest=f"app_{app}",
                        default=e(f"APP_{app.upper()}", d.app_commands[app]),
@@ -246,6 +254,8 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         parser.error("--auth jwt needs --jwt-secret (GATEWAY_JWT_SECRET)")
     if (a.auth not in ("token", "jwt", "header")) or a.spawner not in ("local", "kubernetes"):
         parser.error("invalid --auth or --spawner (from the environment)")
+    if a.agent_fork_server not in ("auto", "off"):
+        parser.error(f"invalid --agent-fork-server {a.agent_fork_server!r} (from the environment): auto or off")
     if a.default_timeout <= 0 or a.default_timeout > a.max_timeout:
         parser.error("--default-timeout must be positive and at most --max-timeout")
     try:
@@ -315,7 +325,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         start_timeout=a.start_timeout, default_timeout=a.default_timeout, max_timeout=a.max_timeout,
         stop_grace=a.stop_grace, idle_check_interval=a.idle_check_interval,
         idle_warning=a.idle_warning,
-        agent_command=agent_command,
+        agent_command=agent_command, agent_fork_server=a.agent_fork_server,
         app_commands={app: getattr(a, f"app_{app}") for app in APPLICATIONS},
         session_size=a.session_size or None, session_max_size=a.session_max_size or None, turn_urls=turn_urls, turn_secret=a.turn_secret,
         turn_ttl=a.turn_ttl, log_level=a.log_level,

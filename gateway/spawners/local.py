@@ -45,7 +45,7 @@ from gateway.identity import slug, user_hash
 from gateway.idle import idle_policy
 from gateway.logs import log_event
 from gateway.shares import Share
-from gateway.spawners import sandbox, supervisor
+from gateway.spawners import forkserver, sandbox, supervisor
 from gateway.spawners.base import (Phase, Session, SessionRequest, SessionTable, Spawner,
                                    SpawnerError, new_agent_token, new_session_id, utcnow)
 
@@ -58,6 +58,7 @@ LOG_RETENTION_S = 7 * 24 * 3600
 # number or port that was free when this spawner picked it: worth another try elsewhere.
 _CONFLICT = re.compile(r"display|port|in use|address", re.IGNORECASE)
 OWNER_FILE = "owner.json"
+Process = asyncio.subprocess.Process | forkserver.ForkedProcess  # a session's supervisor
 # Applications that draw with OpenGL: their X server needs GLX, which costs the others 10 MB.
 GLX_APPLICATIONS = frozenset({"blender"})
 # Never handed on to an agent: the gateway's settings and any token of another agent.
@@ -209,7 +210,12 @@ class LocalSpawner(Spawner):
         self._layout: dict[str, str | None] = {}
         self._privileged = os.geteuid() == 0
         self._table = SessionTable()
-        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._procs: dict[str, Process] = {}
+        self._fork_module = (forkserver.module_of(config.agent_command)
+                             if config.agent_fork_server == "auto" else None)
+        self._forks: forkserver.ForkServer | None = None
+        self._forks_starting: asyncio.Future[forkserver.ForkServer] | None = None
+        self._retired: set[asyncio.Future[None]] = set()
         self._displays: dict[str, int] = {}  # session id -> reserved display number
         self._lifecycles: dict[str, asyncio.Task[None]] = {}
         self._terminations: dict[str, asyncio.Task[None]] = {}
@@ -233,6 +239,9 @@ class LocalSpawner(Spawner):
             log_event(log, "user_dirs_unclaimed", level=logging.WARNING, count=len(unclaimed),
                       directories=unclaimed[:20], hint="see docs/GATEWAY.md, 'User directories'")
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3))
+        if self._fork_module is not None:  # its imports take seconds: not on the first session's time
+            self._forks_starting = asyncio.ensure_future(forkserver.ForkServer.start(
+                [f"{self._fork_module}.__main__"], self._common_env()))
 
     async def _choose_sandbox(self) -> None:
         """Sandbox applications when asked or when several users share the machine (then bwrap
@@ -257,6 +266,12 @@ class LocalSpawner(Spawner):
         await asyncio.gather(*self._terminations.values(), return_exceptions=True)
         if self._http is not None:
             await self._http.close()
+        if self._forks_starting is not None:
+            with contextlib.suppress(Exception):
+                self._forks = await self._forks_starting
+        if self._forks is not None:
+            self._forks.close()
+            await self._forks.wait_closed()
 
     async def create(self, request: SessionRequest) -> Session:
         session = Session(
@@ -372,7 +387,7 @@ class LocalSpawner(Spawner):
         await self._watch(started, proc, url, log_path)
 
     async def _spawn(self, session: Session, command: str, home: Path, log_path: Path,
-                     avoid: Set[int]) -> tuple[asyncio.subprocess.Process, str]:
+                     avoid: Set[int]) -> tuple[Process, str]:
         display = self._reserve_display(session.id, avoid)
         port = free_port()
         # The token goes in a file only the gateway side sees (never an environment or a
@@ -406,9 +421,8 @@ class LocalSpawner(Spawner):
         with os.fdopen(fd, "ab") as log_file:
             # Shielded: if the session is deleted while the process is being created, the
             # process must still be recorded so that it is stopped.
-            spawning = asyncio.ensure_future(asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                cwd=home, env=self._agent_env(session, home), start_new_session=True))
+            spawning = asyncio.ensure_future(self._start_process(
+                session, agent[3:], argv, log_file.fileno(), home))  # after `python -m MODULE`
             try:
                 proc = await asyncio.shield(spawning)
             except asyncio.CancelledError:
@@ -423,13 +437,67 @@ class LocalSpawner(Spawner):
                   sandbox=bool(self._bwrap))
         return proc, url
 
-    def _agent_env(self, session: Session, home: Path) -> dict[str, str]:
+    async def _fork_server(self) -> forkserver.ForkServer | None:
+        """The fork server (started on first use, again after it exited); None when agents are
+        run as commands (not `python -m`, --agent-fork-server off, or the server cannot start)."""
+        if self._fork_module is None:
+            return None
+        if self._forks is not None and not self._forks.closed:
+            return self._forks
+        if self._forks is not None:  # it exited: reap it, start another
+            retired, self._forks = self._forks, None
+            self._retired.add(task := asyncio.ensure_future(retired.wait_closed()))
+            task.add_done_callback(self._retired.discard)
+        if self._forks_starting is None:
+            self._forks_starting = asyncio.ensure_future(forkserver.ForkServer.start(
+                [f"{self._fork_module}.__main__"], self._common_env()))
+        starting = self._forks_starting
+        try:
+            self._forks = await asyncio.shield(starting)
+        except (OSError, forkserver.ForkServerGone, asyncio.TimeoutError) as exc:
+            log_event(log, "fork_server_unavailable", level=logging.WARNING, error=repr(exc),
+                      effect="each agent runs as its own command")
+            self._fork_module = None
+            return None
+        finally:
+            if self._forks_starting is starting:
+                self._forks_starting = None
+        log_event(log, "fork_server_started", module=self._fork_module)
+        return self._forks
+
+    async def _start_process(self, session: Session, args: list[str], argv: list[str], log_fd: int,
+                             home: Path) -> Process:
+        """The supervisor and agent: forks of the fork server standing for `argv` (`args` are the
+        agent's own), a server that died meanwhile replaced once; or `argv` run as a command."""
+        for _ in range(2):
+            forks = await self._fork_server()
+            if forks is None:
+                break
+            with open(os.devnull, "rb") as null:
+                try:
+                    return await forks.spawn(
+                        self._fork_module or "", args, title=argv, env=self._agent_env(session, home),
+                        cwd=str(home), stdio=[null.fileno(), log_fd, log_fd], grace=self._config.stop_grace,
+                        ipc_namespace="--ipc-namespace" in argv[:argv.index("--")])
+                except forkserver.ForkServerGone as exc:
+                    log_event(log, "fork_server_gone", level=logging.WARNING, error=str(exc))
+        return await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, cwd=home,
+            env=self._agent_env(session, home), start_new_session=True)
+
+    @staticmethod
+    def _common_env() -> dict[str, str]:
+        """What every agent's environment holds (the fork server's too)."""
         # None of the gateway's secrets; the agent's token comes through --token-file.
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("GATEWAY_") and k not in _NOT_INHERITED}
         # The agent may run from a source tree rather than an installed package.
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        return env
+
+    def _agent_env(self, session: Session, home: Path) -> dict[str, str]:
+        env = self._common_env()
         env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
                    XDG_DATA_HOME=str(home / ".local" / "share"), XDG_CACHE_HOME=str(home / ".cache"),
                    SESSION_ID=session.id)
@@ -447,7 +515,7 @@ class LocalSpawner(Spawner):
                 return n
         raise RuntimeError("no free X display number")
 
-    async def _wait_ready(self, proc: asyncio.subprocess.Process, url: str,
+    async def _wait_ready(self, proc: Process, url: str,
                           deadline: float) -> tuple[_Start, str]:
         """Poll the agent's /health until it is 200 (ready), answers 503 (it started but its
         application did not: the reason), exits, or the start deadline passes."""
@@ -471,7 +539,7 @@ class LocalSpawner(Spawner):
                 pass
         return _Start.TIMEOUT, ""
 
-    async def _watch(self, session: Session, proc: asyncio.subprocess.Process, url: str,
+    async def _watch(self, session: Session, proc: Process, url: str,
                      log_path: Path) -> None:
         """Until the agent exits (failed) or nobody has used it for `timeout` s (terminated).
         Viewers still connected are warned first (idle_policy), and any input postpones it."""

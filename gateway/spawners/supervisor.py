@@ -128,21 +128,28 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         p.error("no command")
+    return supervise(lambda: os.posix_spawnp(command[0], command, os.environ, setsigmask=()),
+                     args.parent, args.grace, args.ipc_namespace)
 
+
+def supervise(start_agent: Callable[[], int], parent: int, grace: float, ipc_namespace: bool) -> int:
+    """Starts the agent (`start_agent` returns its pid, a child of this process, with no signal
+    blocked) and supervises it as described above; the exit status to end with. Also used by
+    the fork server (forkserver.py), whose agents are forks rather than new programs."""
     # Signals are taken synchronously with sigtimedwait: no handler can interrupt the
     # bookkeeping below. They are blocked before prctl so that none is lost in between.
     signal.pthread_sigmask(signal.SIG_BLOCK, _WAKE)
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    if os.getppid() != args.parent:  # the gateway died before PDEATHSIG was armed
+    if os.getppid() != parent:  # the parent died before PDEATHSIG was armed
         return 1
-    if args.ipc_namespace:
+    if ipc_namespace:
         try:
             new_ipc_namespace()
         except OSError as exc:
             _log("cannot isolate the session", level="error", reason=str(exc))
             return 1
-    agent = os.posix_spawnp(command[0], command, os.environ, setsigmask=())
+    agent = start_agent()
     status: int | None = None
     stopping_since: float | None = None
     while status is None:
@@ -155,17 +162,17 @@ def main(argv: list[str] | None = None) -> int:
             # pending, so none is lost between the reap above and this wait).
             info = signal.sigwaitinfo(_WAKE)
         else:
-            info = signal.sigtimedwait(_WAKE, max(0.01, stopping_since + args.grace - time.monotonic()))
+            info = signal.sigtimedwait(_WAKE, max(0.01, stopping_since + grace - time.monotonic()))
         if info is not None and info.si_signo in _STOP and stopping_since is None:
             stopping_since = time.monotonic()
             os.kill(agent, signal.SIGTERM)
-        if stopping_since is not None and time.monotonic() - stopping_since > args.grace:
-            _log("agent did not stop in time: killing it", grace_s=args.grace)
+        if stopping_since is not None and time.monotonic() - stopping_since > grace:
+            _log("agent did not stop in time: killing it", grace_s=grace)
             break
     # Whatever is left (the agent after the grace period, or what it left behind) gets
     # SIGTERM and a short grace, then SIGKILL.
     if _signal_all(signal.SIGTERM if status is not None else signal.SIGKILL):
-        _wait_until(time.monotonic() + min(args.grace, 2.0), lambda: not _descendants())
+        _wait_until(time.monotonic() + min(grace, 2.0), lambda: not _descendants())
         _signal_all(signal.SIGKILL)
         _wait_until(time.monotonic() + 5.0, lambda: not _descendants())
     if status is None:

@@ -64,14 +64,17 @@ class Gateway:
         return body["id"]
 
     def session_processes(self, session_id: str) -> list[int]:
-        """The processes of one session: the gateway's child (the session's supervisor) that
-        has the session's SESSION_ID, and everything below it."""
-        for pid in descendants(self.proc.pid):
+        """The processes of one session: the topmost of the gateway's descendants that has the
+        session's SESSION_ID (its supervisor: the gateway's child, or the fork server's), and
+        everything below it."""
+        def of_session(pid: int) -> bool:
             try:
                 environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             except OSError:
-                continue
-            if f"SESSION_ID={session_id}".encode() in environ and ppid(pid) == self.proc.pid:
+                return False
+            return f"SESSION_ID={session_id}".encode() in environ
+        for pid in descendants(self.proc.pid):
+            if of_session(pid) and not of_session(ppid(pid)):
                 return [pid, *descendants(pid)]
         raise AssertionError(f"no process found for session {session_id}")
 

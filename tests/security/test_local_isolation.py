@@ -56,6 +56,11 @@ def ppid(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
+def fork_servers(gateway_pid: int) -> list[int]:
+    """The local spawner's fork server (gateway/spawners/forkserver.py), whose forks the agents are."""
+    return [p for p in descendants(gateway_pid) if "gateway.spawners.forkserver" in cmdline(p)[:3]]
+
+
 def flag(argv: list[str], name: str) -> str | None:
     return argv[argv.index(name) + 1] if name in argv else None
 
@@ -74,8 +79,10 @@ class Session:
     """One running session's processes and files, found from the outside (as root)."""
 
     def __init__(self, gateway_pid: int, session_id: str) -> None:
-        supervisor = next(p for p in descendants(gateway_pid) if ppid(p) == gateway_pid
-                          and environ(p).get("SESSION_ID") == session_id)
+        # The topmost process of the session (its supervisor: the gateway's child, or the fork
+        # server's).
+        supervisor = next(p for p in descendants(gateway_pid) if environ(p).get("SESSION_ID") == session_id
+                          and environ(ppid(p)).get("SESSION_ID") != session_id)
         self.id = session_id
         deadline = time.monotonic() + 30
         while True:  # the application may still be on its way (a python3 wrapper script)
@@ -190,7 +197,8 @@ def attack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             "data_files": [str(p) for p in (data / "sessions" / f"{bob.id}.log", data / "users",
                                             data / "sessions", data / "run", bob.home.parent)]
                           + ([bob.token_file] if bob.token_file else []),
-            "pids": [bob.agent, bob.app, bob.xvfb, bob.pids[0], gateway.proc.pid],
+            "pids": [bob.agent, bob.app, bob.xvfb, bob.pids[0], gateway.proc.pid,
+                     *fork_servers(gateway.proc.pid)],
             "display": bob.display, "ports": [bob.port, gateway.port],
             "needles": {"bob_home_secret": bob_secret, "bob_shm_secret": f"SHM:{bob_secret}",
                         "bob_agent_token": bob.token, "gateway_jwt_secret": JWT_SECRET,
