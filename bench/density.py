@@ -120,6 +120,10 @@ class Gateway:
                 return pid
         raise RuntimeError(f"no supervisor for session {session_id}")
 
+    def fork_servers(self) -> list[int]:
+        """The local spawner's fork server (gateway/spawners/forkserver.py), whose forks the agents are."""
+        return [pid for pid in descendants(self.proc.pid) if "gateway.spawners.forkserver" in cmdline(pid)[:3]]
+
     def tree(self, session_id: str) -> list[int]:
         root = self.supervisor(session_id)
         return [root, *descendants(root)]
@@ -277,7 +281,7 @@ def footprint(gw: Gateway, sessions: list[str]) -> tuple[list[float], dict[str, 
     """PSS (MB) of each session's process tree, and the median by component. The local
     spawner's fork server (gateway/spawners/forkserver.py) holds the pages its forks share with
     it: its PSS is shared out among the sessions, a 1/N part in each."""
-    servers = [pid for pid in descendants(gw.proc.pid) if "gateway.spawners.forkserver" in cmdline(pid)[:3]]
+    servers = gw.fork_servers()
     share = sum(pss_kb(pid) for pid in servers) / max(1, len(sessions))
     totals, parts = [], {}
     for sid in sessions:
@@ -293,8 +297,7 @@ def footprint(gw: Gateway, sessions: list[str]) -> tuple[list[float], dict[str, 
 async def idle_cpu(gw: Gateway, sessions: list[str], seconds: float) -> tuple[float, float]:
     """% of one core used by all the sessions' processes together, and by the gateway."""
     def trees() -> list[int]:  # with the fork server, which the sessions share
-        return [*(pid for pid in descendants(gw.proc.pid) if "gateway.spawners.forkserver" in cmdline(pid)[:3]),
-                *(pid for sid in sessions for pid in gw.tree(sid))]
+        return [*gw.fork_servers(), *(pid for sid in sessions for pid in gw.tree(sid))]
     before = {pid: cpu_seconds([pid]) for pid in trees()}
     gw0, t0 = cpu_seconds([gw.proc.pid]), time.monotonic()
     await asyncio.sleep(seconds)

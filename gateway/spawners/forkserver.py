@@ -44,11 +44,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-if __package__:
-    from gateway.spawners import supervisor
-else:  # run by file name
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    from gateway.spawners import supervisor
+from gateway.spawners import supervisor
 
 MAX_MESSAGE = 1 << 20
 # Room for the longest command line a fork may show (an agent's --launch holds a bubblewrap
@@ -254,12 +250,6 @@ class ForkedProcess:
         if self._pidfd is None:
             raise ProcessLookupError(self.pid)
         signal.pidfd_send_signal(self._pidfd, sig)
-
-    def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
 
     def _ended(self, returncode: int) -> None:
         if self.returncode is None:

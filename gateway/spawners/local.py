@@ -240,8 +240,7 @@ class LocalSpawner(Spawner):
                       directories=unclaimed[:20], hint="see docs/GATEWAY.md, 'User directories'")
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3))
         if self._fork_module is not None:  # its imports take seconds: not on the first session's time
-            self._forks_starting = asyncio.ensure_future(forkserver.ForkServer.start(
-                [f"{self._fork_module}.__main__"], self._common_env()))
+            self._forks_starting = self._start_fork_server()
 
     async def _choose_sandbox(self) -> None:
         """Sandbox applications when asked or when several users share the machine (then bwrap
@@ -449,8 +448,7 @@ class LocalSpawner(Spawner):
             self._retired.add(task := asyncio.ensure_future(retired.wait_closed()))
             task.add_done_callback(self._retired.discard)
         if self._forks_starting is None:
-            self._forks_starting = asyncio.ensure_future(forkserver.ForkServer.start(
-                [f"{self._fork_module}.__main__"], self._common_env()))
+            self._forks_starting = self._start_fork_server()
         starting = self._forks_starting
         try:
             self._forks = await asyncio.shield(starting)
@@ -465,6 +463,10 @@ class LocalSpawner(Spawner):
         log_event(log, "fork_server_started", module=self._fork_module)
         return self._forks
 
+    def _start_fork_server(self) -> asyncio.Future[forkserver.ForkServer]:
+        return asyncio.ensure_future(forkserver.ForkServer.start(
+            [f"{self._fork_module}.__main__"], self._common_env()))
+
     async def _start_process(self, session: Session, args: list[str], argv: list[str], log_fd: int,
                              home: Path) -> Process:
         """The supervisor and agent: forks of the fork server standing for `argv` (`args` are the
@@ -478,7 +480,7 @@ class LocalSpawner(Spawner):
                     return await forks.spawn(
                         self._fork_module or "", args, title=argv, env=self._agent_env(session, home),
                         cwd=str(home), stdio=[null.fileno(), log_fd, log_fd], grace=self._config.stop_grace,
-                        ipc_namespace="--ipc-namespace" in argv[:argv.index("--")])
+                        ipc_namespace=bool(self._bwrap))  # as argv's --ipc-namespace
                 except forkserver.ForkServerGone as exc:
                     log_event(log, "fork_server_gone", level=logging.WARNING, error=str(exc))
         return await asyncio.create_subprocess_exec(
